@@ -1,0 +1,114 @@
+"""`lmadapt` command line: parse a command and its config, run one recipe, say where results went."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from lmadapt import __version__
+from lmadapt.errors import LmadaptError
+
+log = logging.getLogger("lmadapt")
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML recipe (its first line is the command that runs it)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+
+
+def _recipe_overrides(args: argparse.Namespace) -> list[str]:
+    extra = []
+    if args.resume:
+        extra.append("train.resume=true")
+    if args.overwrite:
+        extra.append("train.overwrite=true")
+    return [*args.overrides, *extra]
+
+
+def cmd_sft(args: argparse.Namespace) -> None:
+    from lmadapt.config import SFTConfig, load_config
+    from lmadapt.recipes import sft
+
+    cfg = load_config(SFTConfig, args.config, _recipe_overrides(args))
+    result = sft.run(cfg)
+    print(f"model saved to {result.out_dir}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from lmadapt.recipes import demo
+
+    report = demo.run(out_root=args.out, seed=args.seed)
+    print(f"report: {report}")
+
+
+def cmd_data_render(args: argparse.Namespace) -> None:
+    from lmadapt.data.render import format_marked, render_examples
+    from lmadapt.models.load import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    rows = render_examples(
+        args.data, args.template, tokenizer, max_length=args.max_length, format=args.format, kind=args.kind
+    )
+    for i, row in enumerate(rows[: args.limit] if args.limit else rows):
+        if args.json:
+            print(json.dumps({k: row[k] for k in ("line", "text", "input_ids", "labels")}))
+        else:
+            trained = sum(x != -100 for x in row["labels"])
+            print(f"===== {args.data}:{row['line']} (example {i + 1}, {trained} trained tokens) =====")
+            print(format_marked(tokenizer, row["input_ids"], row["labels"]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmadapt", description="Adapt pretrained language models to instructions and preferences."
+    )
+    parser.add_argument("--version", action="version", version=f"lmadapt {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("sft", help="supervised instruction tuning (full or LoRA)")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("demo", help="built-in end-to-end demo on a synthetic suite (no downloads, CPU)")
+    p.add_argument("--out", default="runs", help="directory under which runs/demo-<time>/ is created")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("data", help="inspect data as the model will see it")
+    data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    r = data_sub.add_parser("render", help="show rendered examples with trained spans marked ⟦like this⟧")
+    r.add_argument("--data", required=True, help="JSONL/JSON/Parquet file or saved datasets directory")
+    r.add_argument("--template", default="tulu", help="tulu, chatml, or tokenizer (its own chat_template)")
+    r.add_argument("--tokenizer", required=True, help="local tokenizer directory")
+    r.add_argument("--format", default="auto", help="auto, messages, prompt_completion, alpaca, sharegpt")
+    r.add_argument("--kind", default="causal", choices=["causal", "seq2seq"])
+    r.add_argument("--max-length", type=int, default=4096)
+    r.add_argument("--limit", type=int, default=0, help="show at most this many examples (0 = all)")
+    r.add_argument("--json", action="store_true", help="one JSON object per example: text, input_ids, labels")
+    r.set_defaults(func=cmd_data_render)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except LmadaptError as e:
+        if args.debug:
+            raise
+        print(f"lmadapt: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

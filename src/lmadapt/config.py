@@ -1,0 +1,254 @@
+"""Typed dataclass configs, read from a YAML recipe plus `key.sub=value` command-line overrides.
+
+A recipe's config is a tree of dataclasses. `load_config` merges the YAML file and the overrides
+into a plain dict, then builds the dataclass tree, checking every key and type on the way so that
+a typo fails loudly (with the closest valid key) instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from lmadapt.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class LoraConfig:
+    """PEFT LoRA settings; `enabled: false` means full finetuning."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    # "all-linear" is PEFT's shorthand for every linear layer except the output head.
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class ModelConfig:
+    """Which model to adapt. `path` is a local directory in Hugging Face layout."""
+
+    path: str = ""
+    tokenizer: str = ""  # defaults to `path`
+    kind: Literal["auto", "causal", "seq2seq"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class SourceConfig:
+    """One data source of a mixture: all of it, `count` examples, or `fraction` x its size."""
+
+    path: str = ""
+    format: Literal["auto", "messages", "prompt_completion", "alpaca", "sharegpt"] = "auto"
+    count: int | None = None
+    fraction: float | None = None
+
+
+@dataclass
+class DataConfig:
+    sources: list[SourceConfig] = field(default_factory=list)
+    eval_sources: list[SourceConfig] = field(default_factory=list)
+    template: str = "tulu"  # "tulu", "chatml", or "tokenizer" (the tokenizer's own chat_template)
+    max_length: int = 1024  # causal: whole sequence; seq2seq: source length
+    max_target_length: int = 256  # seq2seq only
+    truncation: Literal["truncate", "drop"] = "truncate"
+    cache_dir: str = ".cache/lmadapt"
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = ""
+    overwrite: bool = False
+    resume: bool = False
+    seed: int = 0
+    epochs: float = 1.0
+    max_steps: int = -1  # optimizer steps; overrides epochs when > 0
+    batch_size: int = 8  # per device, per micro-step
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+    save_every: int = 0  # steps; 0 = only the final model
+    keep_last: int = 2
+    eval_every: int = 0  # steps; 0 = only at the end (when there is eval data)
+    log_every: int = 10
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    num_threads: int = 0  # torch intra-op threads on CPU; 0 = one per core
+    compile: bool = False
+    progress: bool = True
+
+
+@dataclass
+class SFTConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build `cls` from a YAML file (optional) and `key.sub=value` overrides (values parsed as YAML)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}"
+            )
+        raw = loaded or {}
+    for item in overrides or []:
+        apply_override(raw, item)
+    return from_dict(cls, raw)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in a nested dict; a numeric part indexes a list (`data.sources.0.path=x`)."""
+    key, sep, value_text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' must look like key.sub=value")
+    try:
+        value = yaml.safe_load(value_text) if value_text else ""
+    except yaml.YAMLError:
+        value = value_text
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) > len(node):
+                raise ConfigError(
+                    f"override '{key}': '{part}' is not a valid index (list has {len(node)} items)"
+                )
+            idx = int(part)
+            if idx == len(node):
+                node.append([] if not last and parts[i + 1].isdigit() else {})
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+            continue
+        if last:
+            node[part] = value
+        else:
+            child = node.get(part)
+            if not isinstance(child, dict | list):
+                child = node[part] = [] if parts[i + 1].isdigit() else {}
+            node = child
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Build dataclass `cls` from nested plain data, checking keys and types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{where or 'config'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{dotted}'{_suggestion(str(key), fields, where)}")
+        kwargs[key] = _coerce(hints[key], value, dotted)
+    return cls(**kwargs)
+
+
+def _suggestion(key: str, valid: set[str], where: str) -> str:
+    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.5)
+    prefix = f"{where}." if where else ""
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f"; valid keys here: {', '.join(sorted(valid))}"
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"'{where}': {value!r} matches none of {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"'{where}': {value!r} is not one of {choices}{hint}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"'{where}' must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"'{where}' must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{where}.{i}") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (str, int, bool, float) and (type(value) is tp):
+        return value
+    if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"'{where}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-data view of a config tree (tuples become lists so YAML stays plain)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config beside a run's outputs; loading it back gives the same config."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")

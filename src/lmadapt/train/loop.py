@@ -1,0 +1,252 @@
+"""The training engine shared by every recipe.
+
+`fit` runs AdamW with a warmup schedule, exact token-normalised gradient accumulation, gradient
+clipping, a non-finite-gradient guard, periodic evaluation, atomic checkpoints and exact resume.
+Data order is a pure function of (seed, micro-batch index), so the optimizer step count alone
+fixes the data position and a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from lmadapt.config import TrainConfig
+from lmadapt.errors import LmadaptError
+from lmadapt.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
+from lmadapt.train.monitor import Monitor, plot_loss_curve
+from lmadapt.train.objectives import Objective
+from lmadapt.train.schedule import build_optimizer, build_scheduler
+
+log = logging.getLogger("lmadapt")
+
+MAX_CONSECUTIVE_SKIPS = 10
+
+
+def prepare_output_dir(cfg: TrainConfig) -> Path:
+    """Create the run directory. An existing non-empty one is kept unless resuming or asked to overwrite."""
+    if not cfg.output_dir:
+        raise LmadaptError("train.output_dir is not set")
+    out = Path(cfg.output_dir)
+    if out.exists() and any(out.iterdir()) and not cfg.resume:
+        if not cfg.overwrite:
+            raise LmadaptError(
+                f"output directory '{out}' already exists and is not empty; pass --resume to continue "
+                "that run or --overwrite (train.overwrite=true) to replace it"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def setup_accelerator(cfg: TrainConfig) -> Accelerator:
+    use_cpu = not torch.cuda.is_available()
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "no" if use_cpu else "bf16"
+    if use_cpu:
+        torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
+    return Accelerator(cpu=use_cpu, mixed_precision=precision)
+
+
+@dataclass
+class BatchPlan:
+    """Deterministic micro-batch order: an endless stream of seeded per-epoch permutations."""
+
+    n_examples: int
+    batch_size: int
+    seed: int
+
+    @property
+    def micro_per_epoch(self) -> int:
+        return math.ceil(self.n_examples / self.batch_size)
+
+    def indices(self, micro_index: int) -> list[int]:
+        epoch, within = divmod(micro_index, self.micro_per_epoch)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n_examples, generator=gen)
+        return perm[within * self.batch_size : (within + 1) * self.batch_size].tolist()
+
+
+def total_steps(cfg: TrainConfig, n_examples: int, world_size: int) -> int:
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    micro = math.ceil(n_examples / cfg.batch_size)
+    return max(1, math.ceil(cfg.epochs * micro / (cfg.grad_accum * world_size)))
+
+
+@dataclass
+class FitResult:
+    state: TrainerState
+    total_steps: int
+    final_metrics: dict[str, float]
+
+
+def fit(
+    model: torch.nn.Module,
+    objective: Objective,
+    train_examples: Sequence[Any],
+    collate: Callable[[list[Any]], dict[str, torch.Tensor]],
+    cfg: TrainConfig,
+    out_dir: Path,
+    accelerator: Accelerator,
+    eval_examples: Sequence[Any] = (),
+    eval_fn: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
+) -> FitResult:
+    """Train `model` in place. `eval_fn(model, step)` may add task metrics at each evaluation."""
+    if not train_examples:
+        raise LmadaptError("no training examples left after loading and filtering the data")
+    torch.manual_seed(cfg.seed)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    steps = total_steps(cfg, len(train_examples), world)
+    plan = BatchPlan(len(train_examples), cfg.batch_size, cfg.seed)
+
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    ckpt_root = out_dir / "checkpoints"
+    state = TrainerState()
+    if cfg.resume and (ckpt := latest_checkpoint(ckpt_root)) is not None:
+        state = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
+        log.info("resumed from %s (step %d of %d)", ckpt, state.step, steps)
+    elif cfg.resume:
+        log.info("no complete checkpoint under %s; starting from scratch", ckpt_root)
+
+    monitor = Monitor(out_dir, steps, state.step, cfg.progress, enabled=accelerator.is_main_process)
+    monitor.reset_rate(state.trained_tokens)
+    consecutive_skips = 0
+    start_time = time.perf_counter() - state.elapsed_s
+    last_metrics: dict[str, float] = {}
+    model.train()
+    while state.step < steps:
+        first_micro = state.step * cfg.grad_accum * world
+        batches = [
+            collate([train_examples[i] for i in plan.indices(first_micro + j * world + rank)])
+            for j in range(cfg.grad_accum)
+        ]
+        loss_total, global_weight = accumulate_gradients(model, objective, batches, accelerator)
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf")))
+        if math.isfinite(grad_norm):
+            optimizer.step()
+            consecutive_skips = 0
+        else:
+            state.skipped_steps += 1
+            consecutive_skips += 1
+            log.warning("step %d: non-finite gradient norm, update skipped", state.step + 1)
+            if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+                raise LmadaptError(f"{consecutive_skips} consecutive non-finite gradients; lower train.lr")
+        optimizer.zero_grad(set_to_none=True)
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        state.step += 1
+        state.trained_tokens += global_weight
+        state.elapsed_s = time.perf_counter() - start_time
+        loss = loss_total / max(global_weight, 1)
+        last_metrics = {"loss": loss, "lr": lr, "grad_norm": grad_norm}
+        log_now = state.step % max(1, cfg.log_every) == 0 or state.step == steps
+        monitor.step(
+            state.step,
+            state.trained_tokens,
+            {**last_metrics, "trained_tokens": state.trained_tokens},
+            log_now,
+        )
+
+        is_last = state.step == steps
+        if (cfg.eval_every and state.step % cfg.eval_every == 0) or is_last:
+            eval_metrics = evaluate(model, objective, eval_examples, collate, cfg.batch_size, accelerator)
+            if eval_fn is not None:
+                eval_metrics.update(eval_fn(accelerator.unwrap_model(model), state.step))
+            if eval_metrics:
+                monitor.write({"step": state.step, **eval_metrics})
+                last_metrics.update(eval_metrics)
+                log.info("step %d: %s", state.step, _fmt(eval_metrics))
+            model.train()
+            monitor.reset_rate(state.trained_tokens)
+        if (
+            cfg.save_every
+            and state.step % cfg.save_every == 0
+            and not is_last
+            and accelerator.is_main_process
+        ):
+            save_checkpoint(
+                ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg.keep_last
+            )
+            monitor.reset_rate(state.trained_tokens)
+    monitor.close()
+    if accelerator.is_main_process:
+        plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png", title=out_dir.name)
+    return FitResult(state=state, total_steps=steps, final_metrics=last_metrics)
+
+
+def accumulate_gradients(
+    model: torch.nn.Module,
+    objective: Objective,
+    batches: list[dict[str, torch.Tensor]],
+    accelerator: Accelerator,
+) -> tuple[float, int]:
+    """Backpropagate one effective batch made of micro-batches; returns (summed loss, global weight).
+
+    Each micro-batch's summed loss is divided by the unit count (trained tokens) of the whole
+    effective batch across all ranks, so the accumulated gradient equals that of one big batch.
+    """
+    world = accelerator.num_processes
+    local_weight = sum(objective.weight(b) for b in batches)
+    global_weight = int(_all_sum(accelerator, float(local_weight)))
+    loss_total = 0.0
+    for j, batch in enumerate(batches):
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        sync = j == len(batches) - 1
+        ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
+        with ctx, accelerator.autocast():
+            loss_sum = objective.loss_sum(model, batch)
+        # DDP averages gradients over ranks; scaling by `world` turns that into a global sum.
+        accelerator.backward(loss_sum * world / max(global_weight, 1))
+        loss_total += float(loss_sum.detach())
+    return _all_sum(accelerator, loss_total), global_weight
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    objective: Objective,
+    examples: Sequence[Any],
+    collate: Callable[[list[Any]], dict[str, torch.Tensor]],
+    batch_size: int,
+    accelerator: Accelerator,
+) -> dict[str, float]:
+    """Mean eval loss per unit over `examples` (sharded over ranks). Empty dict when none."""
+    if not examples:
+        return {}
+    model.eval()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    total, weight = 0.0, 0
+    for start in range(rank * batch_size, len(examples), batch_size * world):
+        batch = collate(list(examples[start : start + batch_size]))
+        weight += objective.weight(batch)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            total += float(objective.loss_sum(model, batch))
+    return {"eval_loss": _all_sum(accelerator, total) / max(_all_sum(accelerator, float(weight)), 1.0)}
+
+
+def _all_sum(accelerator: Accelerator, value: float) -> float:
+    if accelerator.num_processes == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(t, reduction="sum"))
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

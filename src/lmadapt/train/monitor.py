@@ -1,0 +1,124 @@
+"""Feedback while training runs: progress bar, metrics JSONL, TensorBoard, loss-curve PNG."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger("lmadapt")
+
+
+class Monitor:
+    """Writes one JSON object per logged step to `metrics.jsonl` (and TensorBoard when installed).
+
+    On resume, records past the resumed step (written after the checkpoint, before the crash) are
+    dropped so the file describes exactly one training trajectory.
+    """
+
+    def __init__(
+        self, out_dir: Path, total_steps: int, start_step: int, progress: bool, enabled: bool = True
+    ):
+        self.enabled = enabled
+        self.path = out_dir / "metrics.jsonl"
+        self._last_time = time.perf_counter()
+        self._last_tokens = 0
+        self._bar = None
+        self._tb = None
+        if not enabled:
+            return
+        _truncate_after(self.path, start_step)
+        if progress:
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step or None)
+        except ImportError:  # tensorboard is an optional extra
+            self._tb = None
+
+    def step(self, step: int, trained_tokens: int, metrics: dict[str, float], log_now: bool) -> None:
+        """Record optimizer step `step` (1-based); `trained_tokens` is cumulative."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self._bar is not None:
+            self._bar.update(1)
+        if not log_now:
+            return
+        dt = max(now - self._last_time, 1e-9)
+        record = {"step": step, **metrics, "tokens_per_s": (trained_tokens - self._last_tokens) / dt}
+        self._last_time, self._last_tokens = now, trained_tokens
+        self.write(record)
+        if self._bar is not None:
+            self._bar.set_postfix(
+                loss=f"{metrics.get('loss', math.nan):.4f}", tok_s=f"{record['tokens_per_s']:.0f}"
+            )
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float):
+                    self._tb.add_scalar(key, value, record["step"])
+
+    def reset_rate(self, trained_tokens: int) -> None:
+        """Exclude time spent outside training (evaluation, checkpoints) from tokens/s."""
+        self._last_time, self._last_tokens = time.perf_counter(), trained_tokens
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    kept = [
+        line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step
+    ]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_loss_curve(metrics_path: Path, png_path: Path, title: str = "") -> Path | None:
+    """Training (and eval, when logged) loss against optimizer step. None when nothing was logged."""
+    records = read_metrics(metrics_path)
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if not train and not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats / trained token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return png_path

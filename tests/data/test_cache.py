@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from transformers import ByT5Tokenizer
+
+from lmadapt.data.cache import cache_key, content_digest, load_or_build
+from lmadapt.data.mixture import MixtureSource
+from lmadapt.data.templates import CHATML_JINJA, TULU_JINJA
+from lmadapt.data.tokenize import TokenizedExample
+
+EXAMPLES = [
+    TokenizedExample([5, 6, 7, 1], [-100, -100, 7, 1]),
+    TokenizedExample([9, 1], [4, 4, 4, 1]),  # seq2seq-shaped: labels longer than inputs
+    TokenizedExample([300, 301], [-100, 301]),
+]
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "p", "completion": "c"}\n')
+    return path
+
+
+def key_of(data, **changes):
+    arguments = {
+        "files": [data],
+        "tokenizer": ByT5Tokenizer(),
+        "template": TULU_JINJA,
+        "max_lengths": 128,
+        "mixture": [MixtureSource(str(data), count=1)],
+        "seed": 0,
+        "kind": "causal",
+        "truncation": "truncate",
+    }
+    return cache_key(**{**arguments, **changes})
+
+
+def test_key_is_stable_and_content_addressed(data, tmp_path):
+    key = key_of(data)
+    assert len(key) == 64 and key == key_of(data)
+    copy = tmp_path / "elsewhere.jsonl"
+    shutil.copy(data, copy)
+    assert key_of(data, files=[copy]) == key  # the bytes matter, not the path
+
+
+def test_every_input_changes_the_key(data):
+    base = key_of(data)
+    tokenizer_with_token = ByT5Tokenizer()
+    tokenizer_with_token.add_tokens(["<|user|>"])
+    tokenizer_with_template = ByT5Tokenizer()
+    tokenizer_with_template.chat_template = CHATML_JINJA
+    variants = {
+        "tokenizer vocab": key_of(data, tokenizer=tokenizer_with_token),
+        "tokenizer template": key_of(data, tokenizer=tokenizer_with_template),
+        "template": key_of(data, template=CHATML_JINJA),
+        "max length": key_of(data, max_lengths=256),
+        "max lengths": key_of(data, max_lengths=(128, 64)),
+        "mixture": key_of(data, mixture=[MixtureSource(str(data), fraction=2.0)]),
+        "mixture as dicts": key_of(data, mixture=[{"path": str(data), "count": 2}]),
+        "seed": key_of(data, seed=1),
+        "kind": key_of(data, kind="seq2seq"),
+        "truncation": key_of(data, truncation="drop"),
+    }
+    data.write_text('{"prompt": "p", "completion": "C"}\n')
+    variants["data content"] = key_of(data)
+    keys = [base, *variants.values()]
+    assert len(set(keys)) == len(keys), variants
+
+
+def test_saved_dataset_directory_digest_covers_every_file(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list([{"prompt": "p", "completion": "c"}]).save_to_disk(str(tmp_path / "saved"))
+    before = content_digest(tmp_path / "saved")
+    state = tmp_path / "saved" / "state.json"
+    state.write_text(state.read_text() + " ")
+    assert content_digest(tmp_path / "saved") != before
+
+
+class Builder:
+    def __init__(self, examples):
+        self.examples, self.calls = examples, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.examples
+
+
+def test_second_call_hits_and_returns_the_same_examples(tmp_path):
+    build = Builder(EXAMPLES)
+    assert load_or_build(tmp_path / "cache", "k", build) == (EXAMPLES, False)
+    assert load_or_build(tmp_path / "cache", "k", build) == (EXAMPLES, True)
+    assert build.calls == 1
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["k"]  # no temp dirs left
+    assert sorted(p.name for p in (tmp_path / "cache" / "k").iterdir()) == [
+        "examples.safetensors",
+        "meta.json",
+    ]
+
+
+def test_empty_dataset_round_trips(tmp_path):
+    load_or_build(tmp_path, "k", Builder([]))
+    assert load_or_build(tmp_path, "k", Builder([])) == ([], True)
+
+
+def flip_last_byte(entry):
+    """Silent corruption: the file still parses, one stored number changes."""
+    data = bytearray((entry / "examples.safetensors").read_bytes())
+    data[-1] ^= 1
+    (entry / "examples.safetensors").write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda entry: (entry / "meta.json").unlink(),
+        lambda entry: (entry / "examples.safetensors").unlink(),
+        lambda entry: (entry / "meta.json").write_text("{not json"),
+        lambda entry: (entry / "examples.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}"),
+        lambda entry: (entry / "examples.safetensors").write_bytes(
+            (entry / "examples.safetensors").read_bytes()[:-4]
+        ),
+        lambda entry: (entry / "meta.json").write_text(
+            json.dumps({**json.loads((entry / "meta.json").read_text()), "count": 2})
+        ),
+        flip_last_byte,
+    ],
+    ids=[
+        "no meta",
+        "no tensors",
+        "bad meta",
+        "other tensors",
+        "truncated tensors",
+        "wrong count",
+        "flipped bit",
+    ],
+)
+def test_damaged_entry_is_rebuilt(tmp_path, damage):
+    load_or_build(tmp_path, "k", Builder(EXAMPLES))
+    damage(tmp_path / "k")
+    build = Builder(EXAMPLES)
+    assert load_or_build(tmp_path, "k", build) == (EXAMPLES, False)
+    assert build.calls == 1
+    assert load_or_build(tmp_path, "k", build) == (EXAMPLES, True)
+
+
+def test_failed_build_leaves_no_entry(tmp_path):
+    def crash():
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        load_or_build(tmp_path / "cache", "k", crash)
+    assert not (tmp_path / "cache" / "k").exists()
+
+
+def test_crash_while_writing_leaves_no_entry(tmp_path, monkeypatch):
+    import lmadapt.data.cache as cache
+
+    def write_then_crash(entry, key, examples):
+        (entry / "examples.safetensors").write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache, "_write", write_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build(tmp_path, "k", Builder(EXAMPLES))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tokenizer_fingerprint_survives_save_and_reload(tmp_path):
+    from transformers import AutoTokenizer
+
+    from lmadapt.data.cache import tokenizer_fingerprint
+
+    tokenizer = ByT5Tokenizer()
+    tokenizer.chat_template = TULU_JINJA
+    tokenizer.save_pretrained(tmp_path / "tok")
+    assert tokenizer_fingerprint(AutoTokenizer.from_pretrained(tmp_path / "tok")) == tokenizer_fingerprint(
+        tokenizer
+    )

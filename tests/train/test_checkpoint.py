@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from lmadapt.config import TrainConfig
+from lmadapt.train.checkpoint import (
+    COMPLETE,
+    TrainerState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from lmadapt.train.schedule import build_optimizer, build_scheduler
+
+
+def _setup(seed: int):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+    cfg = TrainConfig(lr=1e-2, warmup_ratio=0.5, weight_decay=0.1)
+    opt = build_optimizer(model, cfg)
+    return model, opt, build_scheduler(opt, cfg, total_steps=20)
+
+
+def _step(model, opt, sched):
+    loss = model(torch.randn(5, 4)).pow(2).sum()
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    sched.step()
+
+
+def test_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_path):
+    model, opt, sched = _setup(0)
+    for _ in range(3):
+        _step(model, opt, sched)
+    random.seed(7)
+    np.random.seed(7)
+    path = save_checkpoint(tmp_path, model, opt, sched, TrainerState(step=3, trained_tokens=99), keep_last=2)
+    # What an uninterrupted run does next (its step draws from torch's RNG too):
+    _step(model, opt, sched)
+    expected = [p.detach().clone() for p in model.parameters()]
+    expected_rand = (random.random(), float(np.random.rand()), torch.rand(1).item())
+
+    model2, opt2, sched2 = _setup(1)  # different init: everything must come from the checkpoint
+    state = load_checkpoint(path, model2, opt2, sched2)
+    assert state.step == 3 and state.trained_tokens == 99
+    _step(model2, opt2, sched2)
+    for a, b in zip(expected, model2.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert (random.random(), float(np.random.rand()), torch.rand(1).item()) == expected_rand
+
+
+def test_incomplete_checkpoints_are_ignored_and_old_ones_pruned(tmp_path):
+    model, opt, sched = _setup(0)
+    for step in (2, 4, 6):
+        save_checkpoint(tmp_path, model, opt, sched, TrainerState(step=step), keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000004", "step-00000006"]
+    # A crash mid-write leaves a temp dir and possibly a final-named dir without the marker.
+    (tmp_path / ".tmp-step-00000008-1").mkdir()
+    crashed = tmp_path / "step-00000010"
+    crashed.mkdir()
+    (crashed / "trainable.safetensors").write_bytes(b"partial")
+    assert latest_checkpoint(tmp_path) == tmp_path / "step-00000006"
+    assert (tmp_path / "step-00000006" / COMPLETE).is_file()
+    save_checkpoint(tmp_path, model, opt, sched, TrainerState(step=8), keep_last=2)
+    assert not (tmp_path / ".tmp-step-00000008-1").exists()
+    assert latest_checkpoint(tmp_path) == tmp_path / "step-00000008"

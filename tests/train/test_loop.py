@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from lmadapt.config import TrainConfig
+from lmadapt.data.collate import collate_causal
+from lmadapt.data.tokenize import TokenizedExample
+from lmadapt.errors import LmadaptError
+from lmadapt.models.tiny import tiny_llama
+from lmadapt.train.loop import BatchPlan, accumulate_gradients, fit, prepare_output_dir, setup_accelerator
+from lmadapt.train.objectives import LanguageModelling
+
+VOCAB = 48
+
+
+def _examples(n: int, seed: int = 0) -> list[TokenizedExample]:
+    """Prompt/answer pairs of very different lengths, so per-batch token counts differ a lot.
+
+    The answer cycles through the prompt, so there is something to learn.
+    """
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        prompt = [rng.randrange(3, VOCAB) for _ in range(rng.randint(2, 12))]
+        answer = [prompt[i % len(prompt)] for i in range(rng.choice([1, 2, 15, 25]))]
+        out.append(TokenizedExample(input_ids=prompt + answer, labels=[-100] * len(prompt) + answer))
+    return out
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return tiny_llama(VOCAB, hidden_size=32, num_layers=2, num_heads=4)
+
+
+def _collate(batch):
+    return collate_causal(batch, pad_token_id=0)
+
+
+def _grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_accumulated_gradient_equals_big_batch_and_differs_from_naive_mean():
+    examples = _examples(8)
+    acc = setup_accelerator(TrainConfig(num_threads=1))
+    objective = LanguageModelling("causal")
+    model = _model()
+    accumulate_gradients(model, objective, [_collate(examples)], acc)
+    big = _grads(model)
+    model.zero_grad()
+    micro = [_collate(examples[i : i + 2]) for i in range(0, 8, 2)]
+    _, weight = accumulate_gradients(model, objective, micro, acc)
+    assert weight == sum(objective.weight(b) for b in micro)
+    torch.testing.assert_close(_grads(model), big, atol=1e-6, rtol=1e-5)
+    # The common mistake, averaging per-micro-batch means, gives a clearly different gradient here.
+    model.zero_grad()
+    for b in micro:
+        (objective.loss_sum(model, b) / objective.weight(b) / len(micro)).backward()
+    assert (_grads(model) - big).abs().max() > 1e-3
+
+
+def test_one_step_of_8_equals_4_accumulated_steps_of_2(tmp_path):
+    examples = _examples(8)
+    finals = []
+    for bs, ga in ((8, 1), (2, 4)):
+        model = _model()
+        cfg = TrainConfig(
+            output_dir=str(tmp_path / f"bs{bs}"),
+            batch_size=bs,
+            grad_accum=ga,
+            max_steps=1,
+            lr=1e-2,
+            adam_eps=1.0,  # makes the update ~linear in the gradient, so gradient errors show
+            warmup_ratio=0.0,
+            schedule="constant",
+            progress=False,
+            num_threads=1,
+        )
+        out = prepare_output_dir(cfg)
+        fit(model, LanguageModelling("causal"), examples, _collate, cfg, out, setup_accelerator(cfg))
+        init = torch.cat([p.detach().flatten() for p in _model().parameters()])
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]) - init)
+    assert finals[0].abs().max() > 1e-4  # the step moved the weights
+    torch.testing.assert_close(finals[0], finals[1], atol=1e-8, rtol=1e-4)
+
+
+def test_fit_lowers_loss_and_writes_metrics_and_plot(tmp_path):
+    examples = _examples(32, seed=1)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "run"),
+        batch_size=8,
+        epochs=8,
+        lr=1e-2,
+        warmup_ratio=0.1,
+        log_every=1,
+        progress=False,
+        num_threads=1,
+    )
+    out = prepare_output_dir(cfg)
+    model = _model()
+    result = fit(
+        model,
+        LanguageModelling("causal"),
+        examples,
+        _collate,
+        cfg,
+        out,
+        setup_accelerator(cfg),
+        eval_examples=examples[:8],
+    )
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert result.total_steps == 32 and len(losses) == 32
+    assert losses[-1] < losses[0] - 1.0
+    assert "eval_loss" in records[-1]
+    assert (out / "loss.png").stat().st_size > 1000
+
+
+def test_batch_plan_is_a_seeded_permutation_per_epoch():
+    plan = BatchPlan(n_examples=10, batch_size=4, seed=3)
+    epoch0 = [i for m in range(3) for i in plan.indices(m)]
+    epoch1 = [i for m in range(3, 6) for i in plan.indices(m)]
+    assert sorted(epoch0) == list(range(10)) and sorted(epoch1) == list(range(10))
+    assert epoch0 != epoch1
+    assert plan.indices(4) == BatchPlan(10, 4, 3).indices(4)
+    assert plan.indices(0) != BatchPlan(10, 4, 4).indices(0)
+
+
+def test_existing_output_dir_is_kept_unless_asked(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.safetensors").write_text("precious")
+    with pytest.raises(LmadaptError, match="already exists"):
+        prepare_output_dir(TrainConfig(output_dir=str(out)))
+    assert (out / "model.safetensors").read_text() == "precious"
+    prepare_output_dir(TrainConfig(output_dir=str(out), overwrite=True))
+    assert not (out / "model.safetensors").exists()
