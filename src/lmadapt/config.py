@@ -252,3 +252,51 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config beside a run's outputs; loading it back gives the same config."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Preference tuning
+
+
+@dataclass
+class PreferenceLossConfig:
+    """The `dpo:` section: which preference loss and where the reference log-probs come from."""
+
+    loss: Literal["dpo", "dpo_norm", "ipo", "simpo"] = "dpo"
+    beta: float = 0.1
+    label_smoothing: float = 0.0  # > 0: conservative DPO (assumed rate of flipped labels)
+    gamma: float = 0.5  # SimPO target reward margin
+    # cached: one pass before training, stored on disk and reused; online: a reference forward per step.
+    reference: Literal["cached", "online"] = "cached"
+    reference_model: str = ""  # local directory; default model.path (the base model when LoRA is on)
+    reference_batch_size: int = 0  # pairs per batch of the cached pass; 0 = train.batch_size
+
+
+@dataclass
+class DPOTrainConfig(TrainConfig):
+    """Tulu 2 DPO defaults (a subclass, so a `train:` section that omits them still gets them)."""
+
+    lr: float = 5e-7
+    warmup_ratio: float = 0.1
+
+
+@dataclass
+class DPOConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: DPOTrainConfig = field(default_factory=DPOTrainConfig)
+    dpo: PreferenceLossConfig = field(default_factory=PreferenceLossConfig)
+
+
+@dataclass
+class RewardTrainConfig(TrainConfig):
+    lr: float = 1e-5
+
+
+@dataclass
+class RewardConfig:
+    """A scalar-head reward model trained on preference pairs with the Bradley-Terry loss."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: RewardTrainConfig = field(default_factory=RewardTrainConfig)

@@ -246,3 +246,11 @@ def test_bad_arguments(llama, tokenizer, kwargs, message):
 def test_prompt_without_tokens_is_a_user_error(llama, tokenizer):
     with pytest.raises(LmadaptError, match="prompt 1 encodes to no tokens"):
         generate(llama, tokenizer, ["a", ""])
+
+
+def test_token_id_prompts_are_used_as_given(llama, tokenizer):
+    model = llama
+    texts = ["abc", "hello there"]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    from_ids = generate(model, tokenizer, ids, max_new_tokens=5)
+    assert from_ids == generate(model, tokenizer, texts, max_new_tokens=5)

@@ -33,7 +33,7 @@ _PINNED_SAMPLING = {"top_k": 0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cu
 def generate(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[list[int]],
     *,
     max_new_tokens: int = 64,
     batch_size: int = 16,
@@ -46,13 +46,14 @@ def generate(
 ) -> list[str]:
     """Generate a continuation for each prompt; returns the texts in the order of `prompts`.
 
-    Each text is the generated part only, decoded without special tokens and cut before the first
-    occurrence of any `stop` string. Generation of a row ends at EOS (the tokenizer's and the model's),
-    at a stop string, or after `max_new_tokens` tokens. With `chat_template`, each prompt becomes one user
-    message rendered by the tokenizer's chat template with the generation prompt appended (prompts are used
-    as they are when the tokenizer has no template). Sampling is seeded with `seed` inside a forked RNG
-    scope, so the caller's global RNG state is left as it was. The tokenizer is not modified; a tokenizer
-    without a pad token pads with EOS.
+    A prompt may be given as token ids (e.g. from `data.tokenize.encode_prompt`, which encodes exactly as
+    training did); those are used as they are. Each text is the generated part only, decoded without
+    special tokens and cut before the first occurrence of any `stop` string. Generation of a row ends at
+    EOS (the tokenizer's and the model's), at a stop string, or after `max_new_tokens` tokens. With
+    `chat_template`, each prompt becomes one user message rendered by the tokenizer's chat template with
+    the generation prompt appended (prompts are used as they are when the tokenizer has no template).
+    Sampling is seeded with `seed` inside a forked RNG scope, so the caller's global RNG state is left as
+    it was. The tokenizer is not modified; a tokenizer without a pad token pads with EOS.
     """
     _check_arguments(max_new_tokens, batch_size, do_sample, temperature, top_p, stop)
     if not prompts:
@@ -130,9 +131,11 @@ def _check_arguments(
 
 
 def _prompt_ids(
-    tokenizer: Any, prompt: str, use_template: bool, encoder_decoder: bool, index: int
+    tokenizer: Any, prompt: str | list[int], use_template: bool, encoder_decoder: bool, index: int
 ) -> list[int]:
-    if use_template:
+    if isinstance(prompt, list):
+        ids = prompt
+    elif use_template:
         messages = [{"role": "user", "content": prompt}]
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         # The template writes its own BOS (if any) as text; adding special tokens again would double it.

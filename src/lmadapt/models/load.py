@@ -35,13 +35,20 @@ def _local_dir(path: str, what: str) -> Path:
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    tok = AutoTokenizer.from_pretrained(
-        _local_dir(path, "tokenizer path"), local_files_only=True, trust_remote_code=trust_remote_code
-    )
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            _local_dir(path, "tokenizer path"), local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise LmadaptError(f"cannot load a tokenizer from '{path}': {_first_line(e)}") from None
     if tok.pad_token is None:
         # Padding positions are masked out everywhere, so any id works; eos is the usual choice.
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def detect_kind(path: str, trust_remote_code: bool = False) -> ModelKind:
@@ -71,8 +78,8 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None) -> tuple[Pr
             dtype=resolve_dtype(cfg.dtype, device),
             trust_remote_code=cfg.trust_remote_code,
         )
-    except OSError as e:
-        raise LmadaptError(f"cannot load model from '{cfg.path}': {e}") from None
+    except (OSError, ValueError) as e:
+        raise LmadaptError(f"cannot load a model from '{cfg.path}': {_first_line(e)}") from None
     return model, kind
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
     T5Config,
     T5ForConditionalGeneration,
 )
@@ -71,3 +74,31 @@ def _special_ids(tokenizer: PreTrainedTokenizerBase | None) -> dict[str, int]:
         "pad_token_id": tokenizer.pad_token_id,
     }
     return {k: v for k, v in ids.items() if v is not None}
+
+
+def word_level_tokenizer(
+    corpus: Iterable[str], extra_special_tokens: tuple[str, ...] = ("<|system|>", "<|user|>", "<|assistant|>")
+) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer trained on `corpus`: one id per word or punctuation mark.
+
+    Tiny models trained from scratch learn instructions far faster when every word is one token
+    (a character-level prompt is 5-6x longer). Decoding joins tokens with single spaces, which
+    SuperNI's normalised exact match ignores for single-space-separated answers.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", *extra_special_tokens]
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins tokens with single spaces
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=list(extra_special_tokens),
+    )

@@ -1,0 +1,29 @@
+"""Every YAML recipe in configs/ names its command on line 1 and loads into that command's config."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from lmadapt import config as config_module
+
+CONFIG_CLASSES = {"sft": "SFTConfig", "dpo": "DPOConfig", "reward": "RewardConfig", "hint": "HintConfig"}
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_first_line_is_its_command_and_it_loads(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# lmadapt "), first
+    argv = shlex.split(first[2:])
+    command = argv[1]
+    assert f"configs/{path.name}" in argv
+    overrides = [a for a in argv[2:] if "=" in a]
+    cls = getattr(config_module, CONFIG_CLASSES[command])
+    config_module.load_config(cls, path, overrides)
+
+
+def test_there_are_recipes():
+    assert len(RECIPES) >= 2
