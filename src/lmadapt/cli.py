@@ -63,6 +63,27 @@ def cmd_data_render(args: argparse.Namespace) -> None:
             print(format_marked(tokenizer, row["input_ids"], row["labels"]))
 
 
+def cmd_eval_superni(args: argparse.Namespace) -> None:
+    from lmadapt.recipes.evaluate import run_superni
+
+    metrics = run_superni(
+        args.data,
+        args.out,
+        split=args.split,
+        encoding=args.encoding,
+        model=args.model,
+        predictor=args.predictor,
+        predictions=args.predictions,
+        max_instances=args.max_instances or None,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        overwrite=args.overwrite,
+        xlingual_tokenizer=args.xlingual_tokenizer,
+    )
+    overall = metrics["overall"]
+    print(f"exact match {overall['exact_match']:.2f}, ROUGE-L {overall['rougeL']:.2f}; report: {args.out}/report.md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lmadapt", description="Adapt pretrained language models to instructions and preferences."
@@ -79,6 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="directory under which runs/demo-<time>/ is created")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="evaluate a model or predictions")
+    eval_sub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
+    e = eval_sub.add_parser("superni", help="Super-NaturalInstructions protocol and official metrics")
+    e.add_argument("--data", required=True, help="local clone of allenai/natural-instructions (or same layout)")
+    e.add_argument("--out", required=True, help="directory for predictions.jsonl, metrics.json, report.md")
+    e.add_argument("--split", default="default", help="default, xlingual, a folder under splits/, or a task list")
+    e.add_argument("--encoding", default="def+2pos", help="def, def+2pos, def+2pos+2neg, def+2pos+expl, ...")
+    source = e.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="local model directory (greedy generation)")
+    source.add_argument("--predictor", choices=["copy-input", "copy-demo"], help="heuristic baseline")
+    source.add_argument("--predictions", help="score an existing JSONL of {id, prediction}")
+    e.add_argument("--max-instances", type=int, default=100, help="first N per test task (0 = all)")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--max-new-tokens", type=int, default=128)
+    e.add_argument("--xlingual-tokenizer", help="local GPT-2 tokenizer directory for the xlingual track")
+    e.add_argument("--overwrite", action="store_true", help="replace existing result files in --out")
+    e.set_defaults(func=cmd_eval_superni)
 
     p = sub.add_parser("data", help="inspect data as the model will see it")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 
@@ -118,6 +119,8 @@ def test_fit_lowers_loss_and_writes_metrics_and_plot(tmp_path):
     assert losses[-1] < losses[0] - 1.0
     assert "eval_loss" in records[-1]
     assert (out / "loss.png").stat().st_size > 1000
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert any((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_batch_plan_is_a_seeded_permutation_per_epoch():
