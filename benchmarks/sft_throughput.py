@@ -104,8 +104,8 @@ def main() -> None:
         naive = max(naive, run_naive(examples, args.steps, args.batch))
         ours = max(ours, run_ours(examples, args.steps, args.batch))
     print(
-        f"{params / 1e6:.1f}M-param Llama, seq {args.seq_len}, batch {args.batch}, best of {args.rounds} rounds "
-        f"of {args.steps} steps, "
+        f"{params / 1e6:.1f}M-param Llama, seq {args.seq_len}, batch {args.batch}, "
+        f"best of {args.rounds} rounds of {args.steps} steps, "
         f"{torch.get_num_threads()} threads: lmadapt {ours:.0f} trained tok/s, "
         f"naive loop {naive:.0f} trained tok/s"
     )

@@ -1,0 +1,281 @@
+"""The files a SuperNI evaluation reads and writes: predictions.jsonl, metrics.json, report.md and a chart.
+
+`superni_metrics` turns `metrics.score()` output into the metrics.json layout: flat leaderboard keys
+("rougeL_for_<task>") become nested records per task and per category, which reports and later
+comparisons (HINT vs concatenation) read directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lmadapt.data.formats import read_records
+from lmadapt.data.superni import EvalInstance
+from lmadapt.errors import DataError
+from lmadapt.eval.metrics import TK_INSTRUCT_EXACT_MATCH_CATEGORIES, category_key
+
+METRICS = ("exact_match", "rougeL")
+CHART_NAME = "per_category.png"
+_LABELS = {"exact_match": "EM", "rougeL": "ROUGE-L"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions
+
+
+def write_predictions(
+    path: str | Path, instances: Sequence[EvalInstance], predictions: Sequence[str]
+) -> None:
+    """One JSON object per line: {"id", "task", "prediction"}, the format `read_predictions` and the
+    official leaderboard script read."""
+    with open(path, "w", encoding="utf-8") as f:
+        for instance, prediction in zip(instances, predictions, strict=True):
+            record = {"id": instance.id, "task": instance.task, "prediction": prediction}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def read_predictions(path: str | Path, instances: Sequence[EvalInstance]) -> list[str | None]:
+    """Predictions from a file of {"id", "prediction"} records, in the order of `instances`.
+
+    An instance without a record gets None (scored as ""); a record whose id is not among `instances`,
+    a repeated id, or a missing or non-string field raises DataError naming the file and line.
+    """
+    index = {instance.id: i for i, instance in enumerate(instances)}
+    predictions: list[str | None] = [None] * len(instances)
+    seen: dict[str, int] = {}
+    for line, record in read_records(path):
+        for field in ("id", "prediction"):
+            if not isinstance(record.get(field), str):
+                problem = "missing field" if field not in record else "expected a string"
+                raise DataError(path, line, field, problem)
+        instance_id = record["id"]
+        if instance_id not in index:
+            raise DataError(
+                path,
+                line,
+                "id",
+                f"unknown instance id {instance_id!r}: not among the {len(instances)} loaded instances "
+                "(were they loaded with the same split and instance limit?)",
+            )
+        if instance_id in seen:
+            raise DataError(path, line, "id", f"instance id {instance_id!r} repeats line {seen[instance_id]}")
+        seen[instance_id] = line
+        predictions[index[instance_id]] = record["prediction"]
+    return predictions
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.json
+
+
+def _nested(flat: Mapping[str, float], groups: Sequence[str]) -> dict[str, dict[str, float]]:
+    return {group: {metric: flat[f"{metric}_for_{group}"] for metric in METRICS} for group in groups}
+
+
+def superni_metrics(
+    results: Mapping[str, Mapping[str, Any]], instances: Sequence[EvalInstance], missing_predictions: int
+) -> dict[str, Any]:
+    """The scores part of metrics.json, from `score(..., task_names=, categories=, tracks=)` results.
+
+    "overall", "per_category" and "tk_instruct" describe the main track (default when it has instances,
+    else xlingual); "per_task" holds every task with its track; "tracks" summarises each track.
+    """
+    track = "default" if "default" in results else "xlingual"
+    main = results[track]
+    tasks: dict[str, dict[str, Any]] = {}
+    for instance in instances:
+        entry = tasks.setdefault(
+            instance.task,
+            {"category": category_key(instance.category), "track": instance.track, "num_instances": 0},
+        )
+        entry["num_instances"] += 1
+    per_task = {}
+    for name, entry in tasks.items():
+        flat = results[entry["track"]]["per_task"]
+        per_task[name] = {**entry, **_nested(flat, [name])[name]}
+
+    categories: dict[str, dict[str, Any]] = {}
+    for entry in per_task.values():
+        if entry["track"] != track:
+            continue
+        group = categories.setdefault(entry["category"], {"num_tasks": 0, "num_instances": 0})
+        group["num_tasks"] += 1
+        group["num_instances"] += entry["num_instances"]
+    per_category = {}
+    for name, group in sorted(categories.items()):
+        tk_metric = "exact_match" if name in TK_INSTRUCT_EXACT_MATCH_CATEGORIES else "rougeL"
+        scores = _nested(main["per_category"], [name])[name]
+        per_category[name] = {**group, **scores, "tk_instruct_metric": tk_metric}
+
+    num_tasks = sum(1 for entry in per_task.values() if entry["track"] == track)
+    return {
+        "track": track,
+        "overall": {
+            "num_tasks": num_tasks,
+            "num_instances": main["num_instances"],
+            "exact_match": main["exact_match"],
+            "rougeL": main["rougeL"],
+        },
+        "per_category": per_category,
+        "per_task": per_task,
+        "tk_instruct": dict(main["tk_instruct"]),
+        "tracks": {name: {key: r[key] for key in ("num_instances", *METRICS)} for name, r in results.items()},
+        "missing_predictions": missing_predictions,
+    }
+
+
+def write_metrics(path: str | Path, metrics: Mapping[str, Any]) -> None:
+    Path(path).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# report.md and the chart
+
+
+def plot_categories(path: str | Path, per_category: Mapping[str, Mapping[str, Any]], title: str) -> None:
+    """Horizontal grouped bars: exact match and ROUGE-L per category."""
+    # The object API needs no pyplot global state or display backend.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(per_category)
+    rows = range(len(names))
+    figure = Figure(figsize=(8, 1.2 + 0.45 * len(names)))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    height = 0.4
+    for offset, metric, label in (
+        (-height / 2, "rougeL", "ROUGE-L"),
+        (height / 2, "exact_match", "Exact match"),
+    ):
+        axes.barh([r + offset for r in rows], [per_category[n][metric] for n in names], height, label=label)
+    axes.set_yticks(list(rows), [n.replace("_", " ") for n in names])
+    axes.invert_yaxis()
+    axes.set_xlim(0, 100)
+    axes.set_xlabel("score (0-100)")
+    axes.set_title(title)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _score(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _compute_section(flops: Mapping[str, Any]) -> list[str]:
+    if "error" in flops:
+        return ["## Inference compute", "", f"Not computed: {flops['error']}", ""]
+    concat, once = flops["concatenation"], flops["instruction_once"]
+    tokens = flops["mean_tokens"]
+    rows = [
+        [
+            "concatenation (instruction + input per instance)",
+            f"{concat['per_instance']:.4g}",
+            f"{concat['total']:.4g}",
+        ],
+        ["instruction once per task (HINT-style)", f"{once['per_instance']:.4g}", f"{once['total']:.4g}"],
+    ]
+    lines = [
+        "## Inference compute (analytic matmul FLOPs)",
+        "",
+        f"Mean tokens per instance: instruction {tokens['instruction']:.1f}, input {tokens['input']:.1f}, "
+        f"output {tokens['output']:.1f}.",
+        "",
+        _table(["processing", "FLOPs per instance", "FLOPs total"], rows),
+        "",
+        f"Instruction-once / concatenation: {flops['instruction_once_over_concatenation']:.3f}.",
+    ]
+    if "check" in flops:
+        check = flops["check"]
+        lines.append(
+            f"Check on one forward of {check['tokens']} tokens: analytic {check['analytic']:,} FLOPs, "
+            f"counted by torch FlopCounterMode {check['counted']:,}."
+        )
+    return [*lines, ""]
+
+
+def write_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """Write report.md (and the per-category chart next to it) from a metrics.json dict; returns its path."""
+    out_dir = Path(out_dir)
+    run, overall, track = metrics.get("run", {}), metrics["overall"], metrics["track"]
+    per_category = metrics["per_category"]
+    plot_categories(out_dir / CHART_NAME, per_category, f"SuperNI {track} track, by category")
+    source = run.get("model") or run.get("predictor") or run.get("predictions") or "?"
+    lines = [
+        "# SuperNI evaluation",
+        "",
+        f"- predictions from: `{source}`",
+        f"- data: `{run.get('data', '?')}`, split `{run.get('split', '?')}`, "
+        f"encoding `{run.get('encoding', '?')}`, "
+        f"at most {run.get('max_instances') or 'all'} instances per task",
+        f"- {overall['num_tasks']} tasks, {overall['num_instances']} instances ({track} track); "
+        f"{metrics['missing_predictions']} without a prediction (scored as empty)",
+        "",
+        "## Overall",
+        "",
+        _table(
+            ["exact match", "ROUGE-L"],
+            [[_score(overall["exact_match"]), _score(overall["rougeL"])]],
+        ),
+        "",
+    ]
+    others = {name: t for name, t in metrics["tracks"].items() if name != track}
+    for name, t in others.items():
+        lines += [
+            f"The {name} track, scored separately ({t['num_instances']} instances, tasks in the per-task "
+            f"table): exact match {_score(t['exact_match'])}, ROUGE-L {_score(t['rougeL'])}.",
+            "",
+        ]
+    rows = [
+        [
+            name.replace("_", " "),
+            c["num_tasks"],
+            c["num_instances"],
+            _score(c["exact_match"]),
+            _score(c["rougeL"]),
+            f"{_LABELS[c['tk_instruct_metric']]} {_score(c[c['tk_instruct_metric']])}",
+        ]
+        for name, c in per_category.items()
+    ]
+    lines += [
+        "## Per category",
+        "",
+        "The Tk-Instruct column reports exact match for its six classification-like categories and ROUGE-L "
+        "for the rest.",
+        "",
+        _table(["category", "tasks", "instances", "exact match", "ROUGE-L", "Tk-Instruct"], rows),
+        "",
+        f"![per-category scores]({CHART_NAME})",
+        "",
+    ]
+    if metrics.get("flops"):
+        lines += _compute_section(metrics["flops"])
+    task_rows = [
+        [
+            name,
+            t["category"].replace("_", " "),
+            t["num_instances"],
+            _score(t["exact_match"]),
+            _score(t["rougeL"]),
+        ]
+        for name, t in metrics["per_task"].items()
+    ]
+    lines += [
+        "## Per task",
+        "",
+        _table(["task", "category", "instances", "exact match", "ROUGE-L"], task_rows),
+        "",
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
