@@ -40,9 +40,11 @@ def cmd_sft(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from lmadapt.config import load_config
     from lmadapt.recipes import demo
 
-    report = demo.run(out_root=args.out, seed=args.seed)
+    settings = load_config(demo.DemoSettings, None, args.overrides)
+    report = demo.run(out_root=args.out, settings=settings)
     print(f"report: {report}")
 
 
@@ -81,7 +83,8 @@ def cmd_eval_superni(args: argparse.Namespace) -> None:
         xlingual_tokenizer=args.xlingual_tokenizer,
     )
     overall = metrics["overall"]
-    print(f"exact match {overall['exact_match']:.2f}, ROUGE-L {overall['rougeL']:.2f}; report: {args.out}/report.md")
+    scores = f"exact match {overall['exact_match']:.2f}, ROUGE-L {overall['rougeL']:.2f}"
+    print(f"{scores}; report: {args.out}/report.md")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,15 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="built-in end-to-end demo on a synthetic suite (no downloads, CPU)")
     p.add_argument("--out", default="runs", help="directory under which runs/demo-<time>/ is created")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", help="demo settings to change, e.g. seed=1 max_steps=200")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("eval", help="evaluate a model or predictions")
     eval_sub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
     e = eval_sub.add_parser("superni", help="Super-NaturalInstructions protocol and official metrics")
-    e.add_argument("--data", required=True, help="local clone of allenai/natural-instructions (or same layout)")
+    e.add_argument("--data", required=True, help="local natural-instructions clone (or same layout)")
     e.add_argument("--out", required=True, help="directory for predictions.jsonl, metrics.json, report.md")
-    e.add_argument("--split", default="default", help="default, xlingual, a folder under splits/, or a task list")
+    e.add_argument("--split", default="default", help="default, xlingual, splits/<name>, or a task list")
     e.add_argument("--encoding", default="def+2pos", help="def, def+2pos, def+2pos+2neg, def+2pos+expl, ...")
     source = e.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="local model directory (greedy generation)")

@@ -190,8 +190,8 @@ def build_base_model(suite: Suite, settings: DemoSettings, out: Path) -> Path:
     return out
 
 
-def run(out_root: str | Path = "runs", seed: int = 0, settings: DemoSettings | None = None) -> Path:
-    settings = settings or DemoSettings(seed=seed)
+def run(out_root: str | Path = "runs", settings: DemoSettings | None = None) -> Path:
+    settings = settings or DemoSettings()
     out = Path(out_root) / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists():
         raise LmadaptError(f"{out} already exists")
