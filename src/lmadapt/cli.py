@@ -39,6 +39,37 @@ def cmd_sft(args: argparse.Namespace) -> None:
     print(f"model saved to {result.out_dir}")
 
 
+def cmd_dpo(args: argparse.Namespace) -> None:
+    from lmadapt.config import DPOConfig, load_config
+    from lmadapt.recipes import dpo
+
+    result = dpo.run(load_config(DPOConfig, args.config, _recipe_overrides(args)))
+    print(f"model saved to {result.out_dir}")
+
+
+def cmd_reward(args: argparse.Namespace) -> None:
+    from lmadapt.config import RewardConfig, load_config
+    from lmadapt.recipes import reward
+
+    result = reward.run(load_config(RewardConfig, args.config, _recipe_overrides(args)))
+    print(f"reward model saved to {result.out_dir}")
+
+
+def cmd_eval_rewards(args: argparse.Namespace) -> None:
+    from lmadapt.recipes.reward import run_eval_rewards
+
+    metrics = run_eval_rewards(
+        args.model,
+        args.data,
+        args.out,
+        template=args.template,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+    )
+    accuracy = f"pairwise accuracy {metrics['accuracy']:.4f} on {metrics['pairs']} pairs"
+    print(f"{accuracy}; metrics: {args.out}/metrics.json")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from lmadapt.config import load_config
     from lmadapt.recipes import demo
@@ -81,10 +112,62 @@ def cmd_eval_superni(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
         overwrite=args.overwrite,
         xlingual_tokenizer=args.xlingual_tokenizer,
+        chat_template=args.chat_template,
+        max_source_tokens=args.max_source_tokens or None,
     )
     overall = metrics["overall"]
     scores = f"exact match {overall['exact_match']:.2f}, ROUGE-L {overall['rougeL']:.2f}"
     print(f"{scores}; report: {args.out}/report.md")
+
+
+def cmd_eval_mc(args: argparse.Namespace) -> None:
+    from lmadapt.recipes.evaluate import run_multiple_choice
+
+    metrics = run_multiple_choice(
+        args.data,
+        args.out,
+        model=args.model,
+        fewshot=args.fewshot,
+        k=args.k,
+        answer_format=args.answer_format,
+        chat_template=args.chat_template,
+        batch_size=args.batch_size,
+        max_questions=args.max_questions or None,
+        overwrite=args.overwrite,
+    )
+    overall = metrics["overall"]
+    acc = f"accuracy {overall['accuracy']:.2f} (per token {overall['accuracy_per_token']:.2f})"
+    print(f"{acc}; report: {args.out}/report.md")
+
+
+def cmd_eval_gsm8k(args: argparse.Namespace) -> None:
+    from lmadapt.recipes.evaluate import run_gsm8k
+
+    metrics = run_gsm8k(
+        args.data,
+        args.out,
+        model=args.model,
+        fewshot=args.fewshot,
+        k=args.k,
+        chat_template=args.chat_template,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        max_questions=args.max_questions or None,
+        overwrite=args.overwrite,
+    )
+    print(f"accuracy {metrics['overall']['accuracy']:.2f}; report: {args.out}/report.md")
+
+
+def _add_eval_common(e: argparse.ArgumentParser) -> None:
+    e.add_argument("--out", required=True, help="directory for predictions.jsonl, metrics.json, report.md")
+    e.add_argument(
+        "--chat-template",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="send prompts as a user turn of the tokenizer's chat template (auto: when it has one)",
+    )
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--overwrite", action="store_true", help="replace existing result files in --out")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(p)
     p.set_defaults(func=cmd_sft)
 
+    p = sub.add_parser(
+        "dpo", help="preference tuning: DPO, dpo_norm, IPO, SimPO (cached reference log-probs)"
+    )
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_dpo)
+
+    p = sub.add_parser("reward", help="train a scalar reward model on preference pairs (Bradley-Terry)")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_reward)
+
     p = sub.add_parser("demo", help="built-in end-to-end demo on a synthetic suite (no downloads, CPU)")
     p.add_argument("--out", default="runs", help="directory under which runs/demo-<time>/ is created")
     p.add_argument("overrides", nargs="*", help="demo settings to change, e.g. seed=1 max_steps=200")
@@ -108,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_sub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
     e = eval_sub.add_parser("superni", help="Super-NaturalInstructions protocol and official metrics")
     e.add_argument("--data", required=True, help="local natural-instructions clone (or same layout)")
-    e.add_argument("--out", required=True, help="directory for predictions.jsonl, metrics.json, report.md")
+    _add_eval_common(e)
     e.add_argument("--split", default="default", help="default, xlingual, splits/<name>, or a task list")
     e.add_argument("--encoding", default="def+2pos", help="def, def+2pos, def+2pos+2neg, def+2pos+expl, ...")
     source = e.add_mutually_exclusive_group(required=True)
@@ -116,11 +209,43 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--predictor", choices=["copy-input", "copy-demo"], help="heuristic baseline")
     source.add_argument("--predictions", help="score an existing JSONL of {id, prediction}")
     e.add_argument("--max-instances", type=int, default=100, help="first N per test task (0 = all)")
-    e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--max-new-tokens", type=int, default=128)
+    e.add_argument("--max-source-tokens", type=int, default=1024, help="prompt length limit (0 = none)")
     e.add_argument("--xlingual-tokenizer", help="local GPT-2 tokenizer directory for the xlingual track")
-    e.add_argument("--overwrite", action="store_true", help="replace existing result files in --out")
     e.set_defaults(func=cmd_eval_superni)
+
+    e = eval_sub.add_parser("mc", help="multiple choice by log-likelihood (MMLU-style JSONL)")
+    e.add_argument("--data", required=True, help="JSONL of {question, choices, answer, subject?}")
+    e.add_argument("--model", required=True, help="local model directory")
+    _add_eval_common(e)
+    e.add_argument("--fewshot", help="JSONL of answered examples shown before each question")
+    e.add_argument("--k", type=int, default=5, help="number of few-shot examples")
+    e.add_argument("--answer-format", default="text", choices=["text", "letter"])
+    e.add_argument("--max-questions", type=int, default=0, help="first N questions (0 = all)")
+    e.set_defaults(func=cmd_eval_mc)
+
+    e = eval_sub.add_parser("gsm8k", help="generation with final-answer extraction (GSM8K-style JSONL)")
+    e.add_argument("--data", required=True, help="JSONL of {question, answer}; gold answer after ####")
+    e.add_argument("--model", required=True, help="local model directory")
+    _add_eval_common(e)
+    e.add_argument("--fewshot", help="JSONL of worked examples shown before each question")
+    e.add_argument("--k", type=int, default=8, help="number of few-shot examples")
+    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--max-questions", type=int, default=0, help="first N questions (0 = all)")
+    e.set_defaults(func=cmd_eval_gsm8k)
+
+    e = eval_sub.add_parser(
+        "rewards", help="pairwise accuracy of a reward model on held-out preference pairs"
+    )
+    e.add_argument("--model", required=True, help="reward model directory (from `lmadapt reward`)")
+    e.add_argument("--data", required=True, nargs="+", help="preference pair files")
+    e.add_argument("--out", required=True, help="directory for metrics.json")
+    e.add_argument(
+        "--template", default="tokenizer", help="chat template (default: the one saved with the model)"
+    )
+    e.add_argument("--max-length", type=int, default=1024)
+    e.add_argument("--batch-size", type=int, default=8)
+    e.set_defaults(func=cmd_eval_rewards)
 
     p = sub.add_parser("data", help="inspect data as the model will see it")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)

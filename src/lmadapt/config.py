@@ -300,3 +300,74 @@ class RewardConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# HINT: hypernetwork instruction tuning
+
+
+@dataclass
+class HypernetworkConfig:
+    """The `hint:` section: which modules the hypernetwork generates, and how it reads the instruction."""
+
+    # shared: the underlying model's own encoder (a decoder-only model: the model itself), run on the
+    # instruction with every generated module switched off; separate: a trained copy of it.
+    encoder: Literal["shared", "separate"] = "shared"
+    modules: list[Literal["adapter", "prefix", "lora"]] = field(default_factory=lambda: ["adapter", "prefix"])
+    adapter_size: int = 64  # parallel adapter bottleneck beside every feed-forward block
+    prefix_length: int = 30  # prefix keys/values per attention slot
+    lora_rank: int = 8
+    lora_targets: list[Literal["q", "k", "v", "o"]] = field(default_factory=lambda: ["q", "v"])
+    generator_heads: int = 0  # heads of the generator's cross-attention; 0 = the underlying model's
+    # Instruction fusion. Encoder-decoder: the decoder cross-attends over [encoded instruction; encoded
+    # input]. Decoder-only: the instruction's per-layer keys/values (from the pass that feeds the
+    # generator) are an extra prefix of every layer's attention.
+    fusion: bool = True
+    freeze_underlying: bool = False  # train the hypernetwork only (HyperTuning-style)
+    max_instruction_length: int = 1024  # tokens the hypernetwork reads (definition + demonstrations)
+
+
+@dataclass
+class HintDataConfig:
+    """Task-structured data in the SuperNI layout: a natural-instructions clone or the built-in suite."""
+
+    superni: str = ""  # clone root (tasks/, splits/); "builtin" generates the synthetic suite in the run
+    split: str = "default"  # a split under <superni>/splits/ or a task-list file; its train tasks are used
+    encoding: str = "def+2pos"  # what the hypernetwork reads; the underlying model sees only the instance
+    max_instances_per_task: int = 100
+    eval_instances_per_task: int = 0  # > 0: eval loss on that many instances of each test task
+    template: Literal["none", "tulu", "chatml", "tokenizer"] = "none"  # chat template around the instance
+    max_input_length: int = 1024
+    max_target_length: int = 256
+    seed: int = 0
+
+
+@dataclass
+class HintPretrainConfig:
+    """Optional hypernetwork pretraining on plain text before finetuning (off while max_steps is 0).
+
+    Every document is cut at two random points into A, B, C: A goes to the hypernetwork, B to the
+    underlying model as its input, and C is the target.
+    """
+
+    sources: list[str] = field(default_factory=list)  # .txt (a document per line) or .jsonl ({"text": ...})
+    max_steps: int = 0
+    lr: float = 1e-4
+    max_documents: int = 0  # 0 = all
+
+
+@dataclass
+class HintTrainConfig(TrainConfig):
+    """HINT trains with a constant learning rate (AdamW here in place of the paper's Adafactor at 1e-3)."""
+
+    lr: float = 1e-4
+    schedule: Literal["linear", "cosine", "constant"] = "constant"
+
+
+@dataclass
+class HintConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hint: HypernetworkConfig = field(default_factory=HypernetworkConfig)
+    data: HintDataConfig = field(default_factory=HintDataConfig)
+    pretrain: HintPretrainConfig = field(default_factory=HintPretrainConfig)
+    train: HintTrainConfig = field(default_factory=HintTrainConfig)

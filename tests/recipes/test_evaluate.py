@@ -9,10 +9,14 @@ from transformers import AutoModelForCausalLM
 
 from lmadapt.data.superni import load_superni
 from lmadapt.data.tasks import Demonstration, Instance, Task, save_task_json
+from lmadapt.data.templates import TULU_JINJA, get_template
+from lmadapt.data.tokenize import encode_prompt
 from lmadapt.errors import ConfigError, DataError, LmadaptError
 from lmadapt.eval.generate import generate
 from lmadapt.models.load import load_tokenizer
-from lmadapt.recipes.evaluate import OUTPUT_FILES, run_superni
+from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
+from lmadapt.recipes import evaluate
+from lmadapt.recipes.evaluate import OUTPUT_FILES, run_gsm8k, run_multiple_choice, run_superni
 
 
 def write_clone(root: Path, language: str = "English") -> Path:
@@ -167,3 +171,213 @@ def test_predictions_file_with_a_model_only_counts_compute(
     metrics = run_superni(clone, tmp_path / "eval", predictions=predictions, model=str(tiny_llama_dir))
     assert metrics["per_task"]["task2_title"]["exact_match"] == 50.0  # the file's prediction, not generated
     assert metrics["flops"]["mean_tokens"]["output"] == (len("another thing") + 1 + 4 * 1) / 5
+
+
+class FakeGenerate:
+    """Stands in for `generate` in the recipe: records what it was given, answers with fixed texts."""
+
+    def __init__(self, answers: list[str] | None = None):
+        self.answers = answers
+        self.prompts: list = []
+        self.kwargs: dict = {}
+
+    def __call__(self, model, tokenizer, prompts, **kwargs):
+        self.prompts, self.kwargs = list(prompts), kwargs
+        return self.answers or ["yes"] * len(prompts)
+
+
+@pytest.fixture
+def chat_model_dir(clone: Path, tmp_path: Path) -> Path:
+    """A tiny Llama and a word-level tokenizer (BOS "<s>") saved with the tulu chat template, as by sft."""
+    tok = word_level_tokenizer([x.prompt for x in load_superni(clone, encoding="def+1pos")])
+    tok.chat_template = TULU_JINJA
+    torch.manual_seed(0)
+    model = tiny_llama(len(tok), hidden_size=32, num_layers=2, num_heads=4, tokenizer=tok)
+    out = tmp_path / "chat-model"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_chat_model_prompts_are_encoded_as_in_training(
+    clone: Path, tmp_path: Path, chat_model_dir: Path, monkeypatch
+) -> None:
+    fake = FakeGenerate()
+    monkeypatch.setattr(evaluate, "generate", fake)
+    metrics = run_superni(clone, tmp_path / "eval", model=str(chat_model_dir), encoding="def+1pos")
+    tok = load_tokenizer(str(chat_model_dir))
+    template = get_template("tulu", tok)
+    instances = load_superni(clone, encoding="def+1pos")
+    expected = [encode_prompt([{"role": "user", "content": x.prompt}], template, tok) for x in instances]
+    assert fake.prompts == expected
+    assert all(ids[0] == tok.bos_token_id == 2 for ids in fake.prompts)
+    assert tok.convert_ids_to_tokens(fake.prompts[0][:2]) == ["<s>", "<|user|>"]
+    assert metrics["prompts"] == {
+        "chat_template": True,
+        "max_source_tokens": 1024,
+        "demonstrations_dropped": 0,
+        "truncated": 0,
+    }
+    assert "prompts through the model's chat template" in (tmp_path / "eval" / "report.md").read_text("utf-8")
+
+    run_superni(clone, tmp_path / "off", model=str(chat_model_dir), encoding="def+1pos", chat_template="off")
+    assert fake.prompts == [tok(x.prompt)["input_ids"] for x in instances]  # plain text: no BOS, no template
+
+
+def test_chat_template_on_needs_one(clone: Path, tmp_path: Path, tiny_llama_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="has none"):
+        run_superni(clone, tmp_path / "eval", model=str(tiny_llama_dir), chat_template="on")
+    with pytest.raises(ConfigError, match="chat_template 'maybe'"):
+        run_superni(clone, tmp_path / "eval2", model=str(tiny_llama_dir), chat_template="maybe")
+    assert not (tmp_path / "eval2").exists()
+
+
+def test_long_prompts_lose_demonstrations_then_their_start(
+    clone: Path, tmp_path: Path, tiny_llama_dir: Path, monkeypatch
+) -> None:
+    fake = FakeGenerate()
+    monkeypatch.setattr(evaluate, "generate", fake)
+    with_demo = load_superni(clone, encoding="def+1pos")
+    without = load_superni(clone, encoding="def")
+
+    def byte_ids(text: str) -> list[int]:  # ByT5 prompts of a decoder-only model: bytes, no EOS
+        return [b + 3 for b in text.encode()]
+
+    # The second task's prompt fits exactly with its demonstration; the first task's only without.
+    limit = len(byte_ids(with_demo[3].prompt))
+    assert len(byte_ids(without[0].prompt)) <= limit < len(byte_ids(with_demo[0].prompt))
+    metrics = run_superni(
+        clone, tmp_path / "a", model=str(tiny_llama_dir), encoding="def+1pos", max_source_tokens=limit
+    )
+    assert fake.prompts == [byte_ids(x.prompt) for x in without[:3] + with_demo[3:]]
+    assert metrics["prompts"]["demonstrations_dropped"] == 3 and metrics["prompts"]["truncated"] == 0
+
+    metrics = run_superni(
+        clone, tmp_path / "b", model=str(tiny_llama_dir), encoding="def+1pos", max_source_tokens=30
+    )
+    assert fake.prompts == [byte_ids(x.prompt)[-30:] for x in without]  # the end, with "Output: ", stays
+    assert metrics["prompts"]["demonstrations_dropped"] == 5 and metrics["prompts"]["truncated"] == 5
+    report = (tmp_path / "b" / "report.md").read_text("utf-8")
+    assert "at most 30 tokens: 5 shown fewer demonstrations, 5 cut" in report
+
+
+MC_QUESTIONS = [
+    {"question": "What is 2+2?", "choices": ["3", "4", "five"], "answer": 1, "subject": "math"},
+    {"question": "Sky color?", "choices": ["blue", "red"], "answer": "A", "subject": "nature"},
+    {"question": "3+3?", "choices": ["6", "7"], "answer": 0, "subject": "math"},
+]
+MC_SHOTS = [
+    {"question": "Grass color?", "choices": ["green", "pink"], "answer": 0, "subject": "nature"},
+    {"question": "1+1?", "choices": ["2", "3"], "answer": 0, "subject": "math"},
+]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_multiple_choice_run(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    data = write_jsonl(tmp_path / "mc.jsonl", MC_QUESTIONS)
+    shots = write_jsonl(tmp_path / "shots.jsonl", MC_SHOTS)
+    out = tmp_path / "mc"
+    metrics = run_multiple_choice(data, out, model=str(tiny_llama_dir), fewshot=shots, k=1, batch_size=3)
+    assert sorted(p.name for p in out.iterdir()) == sorted(evaluate.MC_OUTPUT_FILES)
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [(r["line"], r["subject"], r["answer"]) for r in rows] == [
+        (1, "math", 1),
+        (2, "nature", 0),
+        (3, "math", 0),
+    ]
+
+    # The first question's choices, scored by hand: the 1-shot prompt (a math shot) and " <choice>" as bytes.
+    prompt = (
+        "The following are multiple choice questions (with answers) about math.\n\n"
+        "Question: 1+1?\nAnswer: 2\n\nQuestion: What is 2+2?\nAnswer:"
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    context = [b + 3 for b in prompt.encode()]
+    expected = []
+    for choice in MC_QUESTIONS[0]["choices"]:
+        reply = [b + 3 for b in f" {choice}".encode()]
+        with torch.no_grad():
+            logits = model(torch.tensor([context + reply])).logits[0].double().log_softmax(-1)
+        expected.append(sum(float(logits[len(context) - 1 + j, t]) for j, t in enumerate(reply)))
+    assert rows[0]["log_probs"] == pytest.approx(expected, abs=1e-5)
+    assert rows[0]["num_tokens"] == [2, 2, 5]
+
+    for r in rows:
+        assert r["prediction"] == max(range(len(r["log_probs"])), key=lambda i: r["log_probs"][i])
+        per_token = [lp / n for lp, n in zip(r["log_probs"], r["num_tokens"], strict=True)]
+        assert r["prediction_per_token"] == max(range(len(per_token)), key=lambda i: per_token[i])
+    accuracy = 100 * sum(r["prediction"] == r["answer"] for r in rows) / 3
+    assert metrics["overall"]["accuracy"] == round(accuracy, 4)
+    assert metrics["per_subject"]["math"]["num_questions"] == 2
+    assert metrics["run"]["k"] == 1 and metrics["run"]["chat_template"] is False
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == metrics
+    assert "| math | 2 |" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_multiple_choice_argument_and_data_errors(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    data = write_jsonl(tmp_path / "mc.jsonl", MC_QUESTIONS)
+    with pytest.raises(ConfigError, match="answer_format 'number'"):
+        run_multiple_choice(data, tmp_path / "o", model=str(tiny_llama_dir), answer_format="number")
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [*MC_QUESTIONS, {"question": "x", "choices": ["a"], "answer": 0}]
+    )
+    with pytest.raises(DataError, match="choices") as err:
+        run_multiple_choice(bad, tmp_path / "o", model=str(tiny_llama_dir))
+    assert err.value.line == 4
+    assert not (tmp_path / "o").exists()
+
+
+def test_gsm8k_run_grades_the_last_number(tmp_path: Path, tiny_llama_dir: Path, monkeypatch) -> None:
+    data = write_jsonl(
+        tmp_path / "gsm.jsonl",
+        [
+            {"question": "2+2?", "answer": "2+2=<<2+2=4>>4\n#### 4"},
+            {"question": "Cost?", "answer": "#### 1,200"},
+            {"question": "Nothing?", "answer": "#### 0"},
+        ],
+    )
+    shots = write_jsonl(
+        tmp_path / "shots.jsonl",
+        [{"question": "1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"}, {"question": "x", "answer": "#### 9"}],
+    )
+    fake = FakeGenerate([" 2+2 is 4. The answer is 4.", " It costs $1,200.", " I do not know."])
+    monkeypatch.setattr(evaluate, "generate", fake)
+    out = tmp_path / "gsm"
+    metrics = run_gsm8k(data, out, model=str(tiny_llama_dir), fewshot=shots, k=1, max_new_tokens=32)
+    prompt = "Question: 1+1?\nAnswer: 1+1=2\nThe answer is 2.\n\nQuestion: 2+2?\nAnswer:"
+    assert fake.prompts[0] == [b + 3 for b in prompt.encode()]
+    assert fake.kwargs["stop"] == ["Question:", "\n\n"] and fake.kwargs["max_new_tokens"] == 32
+    assert metrics["overall"] == {"num_questions": 3, "accuracy": 66.6667, "no_number": 1}
+    assert metrics["run"]["k"] == 1
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [(r["extracted"], r["gold"], r["correct"]) for r in rows] == [
+        ("4", "4", True),
+        ("1200", "1200", True),
+        (None, "0", False),
+    ]
+    assert sorted(p.name for p in out.iterdir()) == sorted(evaluate.GSM8K_OUTPUT_FILES)
+    assert "| 3 | 66.67 | 1 |" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_gsm8k_run_with_a_real_model(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    data = write_jsonl(tmp_path / "gsm.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
+    metrics = run_gsm8k(data, tmp_path / "gsm", model=str(tiny_llama_dir), max_new_tokens=4)
+    assert metrics["overall"]["num_questions"] == 1
+    row = read_jsonl(tmp_path / "gsm" / "predictions.jsonl")[0]
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    expected = generate(
+        model,
+        load_tokenizer(str(tiny_llama_dir)),
+        ["Question: 2+2?\nAnswer:"],
+        max_new_tokens=4,
+        stop=["Question:", "\n\n"],
+    )
+    assert row["prediction"] == expected[0]

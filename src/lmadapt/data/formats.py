@@ -47,7 +47,7 @@ class Conversation:
 
 
 @dataclass(frozen=True)
-class _Where:
+class RecordLocation:
     """Location of one record; `unit` says what `line` counts so messages can say so."""
 
     path: str
@@ -60,7 +60,7 @@ class _Where:
         return DataError(self.path, self.line, field, message)
 
 
-def _record_unit(path: Path) -> str:
+def record_unit(path: Path) -> str:
     if path.is_dir() or path.suffix == ".parquet":
         return "row"
     if path.suffix == ".json":
@@ -70,7 +70,7 @@ def _record_unit(path: Path) -> str:
     return "line"
 
 
-def _decode(raw: bytes, where: _Where) -> str:
+def _decode(raw: bytes, where: RecordLocation) -> str:
     try:
         return raw.decode("utf-8-sig" if where.line == 1 else "utf-8")
     except UnicodeDecodeError as e:
@@ -80,7 +80,7 @@ def _decode(raw: bytes, where: _Where) -> str:
 def _read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
-            where = _Where(str(path), number, "line")
+            where = RecordLocation(str(path), number, "line")
             text = _decode(raw, where)
             if not text.strip():
                 continue
@@ -103,7 +103,7 @@ def _read_json_array(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except json.JSONDecodeError as e:
         raise DataError(str(path), e.lineno, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
     for number, record in enumerate(records, start=1):
-        yield number, _require_object(record, _Where(str(path), number, "element"))
+        yield number, _require_object(record, RecordLocation(str(path), number, "element"))
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -141,12 +141,12 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     line is 1-based: the physical line for JSON lines (blank lines are skipped but counted), the element
     number for a JSON array, the row number for Parquet files and saved datasets.
     """
-    path = _existing(path)
+    path = existing_file(path)
     if path.is_dir():
         yield from _read_saved_dataset(path)
     elif path.suffix == ".parquet":
         yield from _read_parquet(path)
-    elif _record_unit(path) == "element":
+    elif record_unit(path) == "element":
         yield from _read_json_array(path)
     elif path.suffix in (".jsonl", ".json"):
         yield from _read_json_lines(path)
@@ -156,20 +156,22 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         )
 
 
-def _existing(path: str | Path) -> Path:
+def existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise LmadaptError(f"data file not found: {path}")
     return path
 
 
-def _require_object(record: Any, where: _Where) -> dict[str, Any]:
+def _require_object(record: Any, where: RecordLocation) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise where.error(None, f"record is not a JSON object (got {type(record).__name__})")
     return record
 
 
-def _field(record: dict[str, Any], name: str, where: _Where, kind: type, label: str | None = None) -> Any:
+def _field(
+    record: dict[str, Any], name: str, where: RecordLocation, kind: type, label: str | None = None
+) -> Any:
     """record[name], checked for presence and type; label is the field path used in errors."""
     label = label or name
     if name not in record or record[name] is None:
@@ -180,14 +182,14 @@ def _field(record: dict[str, Any], name: str, where: _Where, kind: type, label: 
     return value
 
 
-def _text(record: dict[str, Any], name: str, where: _Where, label: str | None = None) -> str:
+def required_text(record: dict[str, Any], name: str, where: RecordLocation, label: str | None = None) -> str:
     value = _field(record, name, where, str, label)
     if not value.strip():
         raise where.error(label or name, "content is empty")
     return value
 
 
-def _message_list(value: Any, label: str, where: _Where) -> Messages:
+def message_list(value: Any, label: str, where: RecordLocation) -> Messages:
     if not isinstance(value, list):
         raise where.error(label, f"expected a list of messages, got {type(value).__name__}")
     messages = []
@@ -198,39 +200,41 @@ def _message_list(value: Any, label: str, where: _Where) -> Messages:
         role = _field(message, "role", where, str, f"{item}.role")
         if role not in ROLES:
             raise where.error(f"{item}.role", f"unknown role '{role}' (expected one of {', '.join(ROLES)})")
-        messages.append({"role": role, "content": _text(message, "content", where, f"{item}.content")})
+        messages.append(
+            {"role": role, "content": required_text(message, "content", where, f"{item}.content")}
+        )
     return messages
 
 
-def _turn_or_messages(record: dict[str, Any], name: str, role: str, where: _Where) -> Messages:
+def _turn_or_messages(record: dict[str, Any], name: str, role: str, where: RecordLocation) -> Messages:
     """A prompt/completion field: a plain string is one `role` turn, a list is a message list."""
     if isinstance(record.get(name), list):
-        return _message_list(record[name], name, where)
-    return [{"role": role, "content": _text(record, name, where)}]
+        return message_list(record[name], name, where)
+    return [{"role": role, "content": required_text(record, name, where)}]
 
 
-def _parse_messages(record: dict[str, Any], where: _Where) -> Messages:
-    return _message_list(_field(record, "messages", where, list), "messages", where)
+def _parse_messages(record: dict[str, Any], where: RecordLocation) -> Messages:
+    return message_list(_field(record, "messages", where, list), "messages", where)
 
 
-def _parse_prompt_completion(record: dict[str, Any], where: _Where) -> Messages:
+def _parse_prompt_completion(record: dict[str, Any], where: RecordLocation) -> Messages:
     prompt = _turn_or_messages(record, "prompt", "user", where)
     return prompt + _turn_or_messages(record, "completion", "assistant", where)
 
 
-def _parse_alpaca(record: dict[str, Any], where: _Where) -> Messages:
-    instruction = _text(record, "instruction", where)
+def _parse_alpaca(record: dict[str, Any], where: RecordLocation) -> Messages:
+    instruction = required_text(record, "instruction", where)
     extra = record.get("input")
     if extra is not None and not isinstance(extra, str):
         raise where.error("input", f"expected str, got {type(extra).__name__}")
     prompt = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
     return [
         {"role": "user", "content": prompt},
-        {"role": "assistant", "content": _text(record, "output", where)},
+        {"role": "assistant", "content": required_text(record, "output", where)},
     ]
 
 
-def _parse_sharegpt(record: dict[str, Any], where: _Where) -> Messages:
+def _parse_sharegpt(record: dict[str, Any], where: RecordLocation) -> Messages:
     turns = _field(record, "conversations", where, list)
     messages = []
     for index, turn in enumerate(turns):
@@ -241,13 +245,13 @@ def _parse_sharegpt(record: dict[str, Any], where: _Where) -> Messages:
         if speaker.lower() not in SHAREGPT_ROLES:
             known = ", ".join(SHAREGPT_ROLES)
             raise where.error(f"{item}.from", f"unknown speaker '{speaker}' (expected one of {known})")
-        content = _text(turn, "value", where, f"{item}.value")
+        content = required_text(turn, "value", where, f"{item}.value")
         messages.append({"role": SHAREGPT_ROLES[speaker.lower()], "content": content})
     return messages
 
 
 # format -> (parser, the field named when a conversation has no assistant turn)
-_PARSERS: dict[str, tuple[Callable[[dict[str, Any], _Where], Messages], str]] = {
+_PARSERS: dict[str, tuple[Callable[[dict[str, Any], RecordLocation], Messages], str]] = {
     "messages": (_parse_messages, "messages"),
     "prompt_completion": (_parse_prompt_completion, "completion"),
     "alpaca": (_parse_alpaca, "output"),
@@ -272,12 +276,12 @@ def load_conversations(path: str | Path, format: str = "auto") -> list[Conversat
     """Read and validate every record of `path` as a conversation with at least one assistant turn."""
     if format != "auto" and format not in _PARSERS:
         raise ConfigError(f"unknown data format '{format}' (expected auto or one of {', '.join(FORMATS)})")
-    path = _existing(path)
-    unit = _record_unit(path)
+    path = existing_file(path)
+    unit = record_unit(path)
     fmt = None if format == "auto" else format
     conversations = []
     for line, record in read_records(path):
-        where = _Where(str(path), line, unit)
+        where = RecordLocation(str(path), line, unit)
         if fmt is None:
             fmt = detect_format(record)
             if fmt is None:

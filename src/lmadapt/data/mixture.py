@@ -57,7 +57,7 @@ def parse_amount(value: int | float | str) -> dict[str, int | float]:
         ) from None
 
 
-def _sample_indices(size: int, amount: int, rng: random.Random) -> list[int]:
+def sample_indices(size: int, amount: int, rng: random.Random) -> list[int]:
     """`amount` indices into range(size): amount // size full passes, then a sample without replacement."""
     copies, remainder = divmod(amount, size)
     return list(range(size)) * copies + rng.sample(range(size), remainder)
@@ -78,7 +78,7 @@ def build_mixture(sources: list[MixtureSource], seed: int) -> list[Conversation]
         if amount > size:
             logger.info("upsampling %s: %d conversations -> %d", source.path, size, amount)
         rng = random.Random(f"{seed}/{index}")  # per-source stream: editing one source leaves others' samples
-        mixed += [conversations[i] for i in _sample_indices(size, amount, rng)]
+        mixed += [conversations[i] for i in sample_indices(size, amount, rng)]
     random.Random(seed).shuffle(mixed)
     logger.info("mixture of %d sources: %d conversations", len(sources), len(mixed))
     return mixed

@@ -141,13 +141,20 @@ def _prompt_ids(
         # The template writes its own BOS (if any) as text; adding special tokens again would double it.
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
-        ids = tokenizer(prompt)["input_ids"]
-        # Some tokenizers (T5, ByT5) end every text with EOS, as an encoder input should; a decoder-only
-        # prompt that ends with EOS would tell the model the text is over.
-        if not encoder_decoder and ids and ids[-1] == tokenizer.eos_token_id:
-            ids = ids[:-1]
+        ids = raw_prompt_ids(tokenizer, prompt, encoder_decoder)
     if not ids:
         raise LmadaptError(f"generate: prompt {index} encodes to no tokens")
+    return ids
+
+
+def raw_prompt_ids(tokenizer: Any, prompt: str, encoder_decoder: bool) -> list[int]:
+    """Ids of a prompt used as plain text (no chat template): the tokenizer's encoding with its special
+    tokens, less a trailing EOS for decoder-only models."""
+    ids = tokenizer(prompt)["input_ids"]
+    # Some tokenizers (T5, ByT5) end every text with EOS, as an encoder input should; a decoder-only
+    # prompt that ends with EOS would tell the model the text is over.
+    if not encoder_decoder and ids and ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]
     return ids
 
 

@@ -1,14 +1,15 @@
-"""The files a SuperNI evaluation reads and writes: predictions.jsonl, metrics.json, report.md and a chart.
+"""The files evaluations read and write: predictions.jsonl, metrics.json, report.md and charts.
 
-`superni_metrics` turns `metrics.score()` output into the metrics.json layout: flat leaderboard keys
-("rougeL_for_<task>") become nested records per task and per category, which reports and later
-comparisons (HINT vs concatenation) read directly.
+`superni_metrics` turns `metrics.score()` output into the SuperNI metrics.json layout: flat leaderboard
+keys ("rougeL_for_<task>") become nested records per task and per category, which reports and later
+comparisons (HINT vs concatenation) read directly. Multiple-choice and GSM8K evaluations write their
+report.md from their own metrics.json the same way.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from lmadapt.eval.metrics import TK_INSTRUCT_EXACT_MATCH_CATEGORIES, category_ke
 
 METRICS = ("exact_match", "rougeL")
 CHART_NAME = "per_category.png"
+SUBJECT_CHART_NAME = "per_subject.png"
 _LABELS = {"exact_match": "EM", "rougeL": "ROUGE-L"}
 
 
@@ -26,15 +28,23 @@ _LABELS = {"exact_match": "EM", "rougeL": "ROUGE-L"}
 # Predictions
 
 
+def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """One JSON object per line, UTF-8 as is."""
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 def write_predictions(
     path: str | Path, instances: Sequence[EvalInstance], predictions: Sequence[str]
 ) -> None:
-    """One JSON object per line: {"id", "task", "prediction"}, the format `read_predictions` and the
+    """SuperNI predictions as {"id", "task", "prediction"} lines, the format `read_predictions` and the
     official leaderboard script read."""
-    with open(path, "w", encoding="utf-8") as f:
-        for instance, prediction in zip(instances, predictions, strict=True):
-            record = {"id": instance.id, "task": instance.task, "prediction": prediction}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    records = (
+        {"id": instance.id, "task": instance.task, "prediction": prediction}
+        for instance, prediction in zip(instances, predictions, strict=True)
+    )
+    write_jsonl(path, records)
 
 
 def read_predictions(path: str | Path, instances: Sequence[EvalInstance]) -> list[str | None]:
@@ -135,23 +145,27 @@ def write_metrics(path: str | Path, metrics: Mapping[str, Any]) -> None:
 # report.md and the chart
 
 
-def plot_categories(path: str | Path, per_category: Mapping[str, Mapping[str, Any]], title: str) -> None:
-    """Horizontal grouped bars: exact match and ROUGE-L per category."""
+def plot_bars(
+    path: str | Path,
+    groups: Mapping[str, Mapping[str, Any]],
+    series: Sequence[tuple[str, str]],
+    title: str,
+) -> None:
+    """Horizontal grouped bars on a 0-100 scale: one group per key of `groups`, one bar per (metric key,
+    legend label) of `series`."""
     # The object API needs no pyplot global state or display backend.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    names = list(per_category)
+    names = list(groups)
     rows = range(len(names))
-    figure = Figure(figsize=(8, 1.2 + 0.45 * len(names)))
+    figure = Figure(figsize=(8, 1.2 + 0.225 * len(series) * len(names)))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    height = 0.4
-    for offset, metric, label in (
-        (-height / 2, "rougeL", "ROUGE-L"),
-        (height / 2, "exact_match", "Exact match"),
-    ):
-        axes.barh([r + offset for r in rows], [per_category[n][metric] for n in names], height, label=label)
+    height = 0.8 / len(series)
+    for k, (metric, label) in enumerate(series):
+        offset = (k - (len(series) - 1) / 2) * height
+        axes.barh([r + offset for r in rows], [groups[n][metric] for n in names], height, label=label)
     axes.set_yticks(list(rows), [n.replace("_", " ") for n in names])
     axes.invert_yaxis()
     axes.set_xlim(0, 100)
@@ -170,6 +184,20 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _score(value: float) -> str:
     return f"{value:.2f}"
+
+
+def _prompts_line(prompts: Mapping[str, Any] | None) -> list[str]:
+    if not prompts:
+        return []
+    form = "through the model's chat template" if prompts["chat_template"] else "as plain text"
+    limit = prompts.get("max_source_tokens")
+    line = f"- prompts {form}"
+    if limit:
+        line += (
+            f", at most {limit} tokens: {prompts['demonstrations_dropped']} shown fewer demonstrations, "
+            f"{prompts['truncated']} cut"
+        )
+    return [line]
 
 
 def _compute_section(flops: Mapping[str, Any]) -> list[str]:
@@ -209,7 +237,8 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     out_dir = Path(out_dir)
     run, overall, track = metrics.get("run", {}), metrics["overall"], metrics["track"]
     per_category = metrics["per_category"]
-    plot_categories(out_dir / CHART_NAME, per_category, f"SuperNI {track} track, by category")
+    series = [("rougeL", "ROUGE-L"), ("exact_match", "Exact match")]
+    plot_bars(out_dir / CHART_NAME, per_category, series, f"SuperNI {track} track, by category")
     source = run.get("model") or run.get("predictor") or run.get("predictions") or "?"
     lines = [
         "# SuperNI evaluation",
@@ -220,6 +249,7 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
         f"at most {run.get('max_instances') or 'all'} instances per task",
         f"- {overall['num_tasks']} tasks, {overall['num_instances']} instances ({track} track); "
         f"{metrics['missing_predictions']} without a prediction (scored as empty)",
+        *_prompts_line(metrics.get("prompts")),
         "",
         "## Overall",
         "",
@@ -277,5 +307,83 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
         "",
     ]
     path = out_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiple choice and GSM8K
+
+
+def _run_lines(run: Mapping[str, Any]) -> list[str]:
+    shots = f"{run['k']}-shot from `{run['fewshot']}`" if run.get("fewshot") else "zero-shot"
+    form = "through the model's chat template" if run.get("chat_template") else "as plain text"
+    return [
+        f"- model: `{run.get('model', '?')}`",
+        f"- data: `{run.get('data', '?')}`; {shots}; prompts {form}",
+    ]
+
+
+def write_mc_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """report.md of a multiple-choice evaluation (with a per-subject chart when there are subjects)."""
+    out_dir = Path(out_dir)
+    run, overall, per_subject = metrics.get("run", {}), metrics["overall"], metrics["per_subject"]
+    lines = [
+        "# Multiple-choice evaluation",
+        "",
+        *_run_lines(run),
+        f"- scored answers: choice {run.get('answer_format', 'text')}s, by log-likelihood",
+        "",
+        "Accuracy picks the choice with the highest summed log-probability; per token, the highest mean "
+        "log-probability per token (length-normalised).",
+        "",
+        _table(
+            ["questions", "accuracy", "accuracy (per token)"],
+            [[overall["num_questions"], _score(overall["accuracy"]), _score(overall["accuracy_per_token"])]],
+        ),
+        "",
+    ]
+    if per_subject:
+        series = [("accuracy", "accuracy"), ("accuracy_per_token", "accuracy (per token)")]
+        plot_bars(out_dir / SUBJECT_CHART_NAME, per_subject, series, "Accuracy by subject")
+        rows = [
+            [
+                name.replace("_", " "),
+                s["num_questions"],
+                _score(s["accuracy"]),
+                _score(s["accuracy_per_token"]),
+            ]
+            for name, s in per_subject.items()
+        ]
+        lines += [
+            "## Per subject",
+            "",
+            _table(["subject", "questions", "accuracy", "accuracy (per token)"], rows),
+            "",
+            f"![per-subject accuracy]({SUBJECT_CHART_NAME})",
+            "",
+        ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def write_gsm8k_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """report.md of a GSM8K-style evaluation."""
+    run, overall = metrics.get("run", {}), metrics["overall"]
+    lines = [
+        "# Math word problems (exact match of the final answer)",
+        "",
+        *_run_lines(run),
+        f"- greedy generation, at most {run.get('max_new_tokens', '?')} new tokens; the final answer is "
+        "the last number generated",
+        "",
+        _table(
+            ["questions", "accuracy", "no number in the output"],
+            [[overall["num_questions"], _score(overall["accuracy"]), overall["no_number"]]],
+        ),
+        "",
+    ]
+    path = Path(out_dir) / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

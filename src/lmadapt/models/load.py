@@ -24,7 +24,7 @@ log = logging.getLogger("lmadapt")
 ModelKind = Literal["causal", "seq2seq"]
 
 
-def _local_dir(path: str, what: str) -> Path:
+def local_dir(path: str, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir():
         raise LmadaptError(
@@ -37,7 +37,7 @@ def _local_dir(path: str, what: str) -> Path:
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     try:
         tok = AutoTokenizer.from_pretrained(
-            _local_dir(path, "tokenizer path"), local_files_only=True, trust_remote_code=trust_remote_code
+            local_dir(path, "tokenizer path"), local_files_only=True, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as e:
         raise LmadaptError(f"cannot load a tokenizer from '{path}': {_first_line(e)}") from None
@@ -53,7 +53,7 @@ def _first_line(e: Exception) -> str:
 
 def detect_kind(path: str, trust_remote_code: bool = False) -> ModelKind:
     config = AutoConfig.from_pretrained(
-        _local_dir(path, "model path"), local_files_only=True, trust_remote_code=trust_remote_code
+        local_dir(path, "model path"), local_files_only=True, trust_remote_code=trust_remote_code
     )
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
@@ -72,7 +72,7 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None) -> tuple[Pr
     auto_cls = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
     try:
         model = auto_cls.from_pretrained(
-            _local_dir(cfg.path, "model path"),
+            local_dir(cfg.path, "model path"),
             local_files_only=True,
             use_safetensors=True,
             dtype=resolve_dtype(cfg.dtype, device),
@@ -83,13 +83,20 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None) -> tuple[Pr
     return model, kind
 
 
-def apply_lora(model: PreTrainedModel, cfg: LoraConfig, kind: ModelKind) -> PreTrainedModel:
-    """Wrap `model` with PEFT LoRA adapters; only the adapters stay trainable."""
+def apply_lora(
+    model: PreTrainedModel, cfg: LoraConfig, kind: ModelKind | Literal["sequence_classification"]
+) -> PreTrainedModel:
+    """Wrap `model` with PEFT LoRA adapters; only the adapters (and a classification head) train."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
 
+    task = {
+        "seq2seq": TaskType.SEQ_2_SEQ_LM,
+        "causal": TaskType.CAUSAL_LM,
+        "sequence_classification": TaskType.SEQ_CLS,
+    }
     peft_cfg = PeftLoraConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM if kind == "seq2seq" else TaskType.CAUSAL_LM,
+        task_type=task[kind],
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,

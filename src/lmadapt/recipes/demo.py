@@ -24,13 +24,10 @@ import torch
 from lmadapt.config import DataConfig, ModelConfig, SFTConfig, SourceConfig, TrainConfig, save_config, to_dict
 from lmadapt.data.synthetic import EVAL_SETS, Suite, build_suite, export_superni
 from lmadapt.data.tasks import PromptEncoding, Task, encode_prompt
-from lmadapt.data.templates import get_template
-from lmadapt.data.tokenize import encode_prompt as encode_chat_prompt
 from lmadapt.errors import LmadaptError
-from lmadapt.eval.generate import generate
-from lmadapt.eval.metrics import score
 from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
 from lmadapt.recipes import sft
+from lmadapt.recipes.evaluate import run_superni
 
 log = logging.getLogger("lmadapt")
 
@@ -91,27 +88,31 @@ def write_chat_jsonl(tasks: list[Task], encoding: PromptEncoding, path: Path) ->
     return path
 
 
-def evaluate_chat_model(model: torch.nn.Module, tokenizer: Any, ctx: Context) -> tuple[dict, dict]:
-    """Greedy answers for every evaluation set, scored with the SuperNI metrics."""
-    template = get_template("tokenizer", tokenizer)
-    scores, per_family = {}, {}
-    for set_name, tasks in ctx.suite.eval_sets().items():
-        prompts, refs, families = [], [], []
-        for task in tasks:
-            for inst in task.instances:
-                messages = [{"role": "user", "content": encode_prompt(task, inst.input, ctx.encoding)}]
-                prompts.append(encode_chat_prompt(messages, template, tokenizer))
-                refs.append(inst.outputs)
-                families.append(task.categories[0])
-        preds = generate(model, tokenizer, prompts, max_new_tokens=ctx.settings.max_new_tokens, batch_size=64)
-        result = score(preds, refs, categories=families)["default"]
-        scores[set_name] = {"exact_match": result["exact_match"], "rougeL": result["rougeL"]}
+def evaluate_run(model_dir: Path, ctx: Context, out: Path) -> tuple[dict, dict, dict]:
+    """Score a saved model on the three evaluation sets through `lmadapt eval superni`.
+
+    Returns (set -> {"exact_match", "rougeL"}, set -> family -> exact match, set -> FLOPs record).
+    """
+    scores, per_family, flops = {}, {}, {}
+    for set_name in EVAL_SETS:
+        metrics = run_superni(
+            ctx.suite_dir,
+            out / set_name,
+            split=str(ctx.suite_dir / "splits" / "default" / f"{set_name}_tasks.txt"),
+            encoding=str(ctx.encoding),
+            model=str(model_dir),
+            max_instances=None,
+            batch_size=64,
+            max_new_tokens=ctx.settings.max_new_tokens,
+        )
+        scores[set_name] = {k: metrics["overall"][k] for k in ("exact_match", "rougeL")}
         per_family[set_name] = {
             k.removeprefix("exact_match_for_"): v
-            for k, v in result["per_category"].items()
+            for k, v in metrics["per_category"].items()
             if k.startswith("exact_match_for_")
         }
-    return scores, per_family
+        flops[set_name] = metrics.get("flops")
+    return scores, per_family, flops
 
 
 def stage_sft(ctx: Context) -> StageResult:
@@ -149,10 +150,7 @@ def stage_sft(ctx: Context) -> StageResult:
     start = time.perf_counter()
     result = sft.run(cfg)
     seconds = time.perf_counter() - start
-    from lmadapt.models.load import load_tokenizer
-
-    tokenizer = load_tokenizer(str(result.out_dir))
-    scores, per_family = evaluate_chat_model(result.model, tokenizer, ctx)
+    scores, per_family, flops = evaluate_run(result.out_dir, ctx, ctx.out / "eval" / "sft")
     return StageResult(
         name="sft",
         description=f"SFT, instruction concatenated with each input ({ctx.encoding})",
@@ -161,6 +159,7 @@ def stage_sft(ctx: Context) -> StageResult:
         train_seconds=seconds,
         trained_tokens=result.fit.state.trained_tokens,
         run_dir=result.out_dir,
+        extra={"flops": flops},
     )
 
 

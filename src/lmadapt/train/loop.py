@@ -156,6 +156,9 @@ def fit(
         loss = loss_total / max(global_weight, 1)
         last_metrics = {"loss": loss, "lr": lr, "grad_norm": grad_norm}
         log_now = state.step % max(1, cfg.log_every) == 0 or state.step == steps
+        # Objectives with their own statistics (DPO rewards, accuracy) report them since the last log.
+        if log_now and (pop_metrics := getattr(objective, "pop_metrics", None)) is not None:
+            last_metrics.update(pop_metrics("train"))
         monitor.step(
             state.step,
             state.trained_tokens,

@@ -15,6 +15,9 @@ from lmadapt.losses.lm import count_trained_tokens, token_nll_sum
 
 
 class Objective(Protocol):
+    """What `fit` needs. An objective may also define `pop_metrics(split) -> dict[str, float]`:
+    statistics gathered since the last call (e.g. DPO rewards), which `fit` logs at each log step."""
+
     def weight(self, batch: dict[str, torch.Tensor]) -> int:
         """Number of units (e.g. trained tokens) the batch's loss is summed over."""
         ...

@@ -1,0 +1,163 @@
+"""Preference tuning of the DPO family: `lmadapt dpo CONFIG [key=value ...]`.
+
+Reads preference pairs, tokenises them with the SFT chat template (only reply tokens count),
+attaches reference log-probs (by default from a one-time pass cached on disk, before LoRA is
+applied, so no reference model stays in memory), trains with the shared engine (accumulation,
+checkpoints, exact resume, LoRA) and saves a plain Hugging Face model or PEFT adapter.
+`run` takes an in-memory config, so other recipes (the demo) can call it directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from transformers import PreTrainedTokenizerBase
+
+from lmadapt.config import DataConfig, DPOConfig, SourceConfig, save_config
+from lmadapt.data.mixture import MixtureSource
+from lmadapt.data.preference import TokenizedPair, collate_pairs, load_tokenized_pairs, with_reference
+from lmadapt.data.templates import ChatTemplate, get_template
+from lmadapt.errors import ConfigError
+from lmadapt.models.load import apply_lora, load_model, load_tokenizer, resolve_dtype
+from lmadapt.models.save import save_model_and_tokenizer
+from lmadapt.train.loop import FitResult, fit, prepare_output_dir, setup_accelerator
+from lmadapt.train.preference import (
+    DirectPreference,
+    ReferenceFn,
+    adapters_off_reference,
+    compute_reference_logps,
+    frozen_reference,
+    load_or_compute_reference,
+    reference_cache_key,
+)
+
+log = logging.getLogger("lmadapt")
+
+
+def preference_data(
+    sources: list[SourceConfig], data: DataConfig, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate
+) -> tuple[list[TokenizedPair], str]:
+    """Mixed, tokenised pairs of `sources` (through the token cache) and their cache key."""
+    if not sources:
+        return [], ""
+    mixture = [MixtureSource(s.path, s.format, s.count, s.fraction) for s in sources]
+    return load_tokenized_pairs(
+        mixture, template, tokenizer, data.max_length, data.truncation, data.seed, data.cache_dir
+    )
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Zero every dropout (LoRA's too), as TRL does by default: with dropout the policy would differ
+    from its reference, whose log-probs are computed in eval mode, before any update."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def attach_cached_reference(
+    cfg: DPOConfig,
+    policy: torch.nn.Module,
+    splits: list[tuple[list[TokenizedPair], str]],
+    pad_token_id: int,
+    accelerator: Accelerator,
+) -> list[list[TokenizedPair]]:
+    """Each split's pairs with reference log-probs from the on-disk cache, computing missing ones.
+
+    The reference is `policy` itself (still untrained, before LoRA) unless dpo.reference_model
+    names another model, which is loaded only on a cache miss and freed afterwards.
+    """
+    ref_path = cfg.dpo.reference_model or cfg.model.path
+    ref_cfg = dataclasses.replace(cfg.model, path=ref_path, kind="causal")
+    loaded: list[torch.nn.Module] = []
+
+    def reference_model() -> torch.nn.Module:
+        if ref_path == cfg.model.path:
+            return policy
+        if not loaded:
+            loaded.append(load_model(ref_cfg, accelerator.device)[0])
+        return loaded[0]
+
+    precision = f"{resolve_dtype(cfg.model.dtype, accelerator.device)}/{accelerator.mixed_precision}"
+    batch_size = cfg.dpo.reference_batch_size or cfg.train.batch_size
+    attached = []
+    for pairs, data_key in splits:
+        if not pairs:
+            attached.append(pairs)
+            continue
+
+        def compute(pairs: list[TokenizedPair] = pairs) -> torch.Tensor:
+            with accelerator.autocast():
+                return compute_reference_logps(
+                    reference_model(), pairs, pad_token_id, batch_size, accelerator.device
+                )
+
+        key = reference_cache_key(ref_path, precision, data_key)
+        with accelerator.main_process_first():
+            logps, _ = load_or_compute_reference(cfg.data.cache_dir, key, len(pairs), compute)
+        attached.append(with_reference(pairs, logps))
+    loaded.clear()
+    return attached
+
+
+def online_reference(cfg: DPOConfig, policy: torch.nn.Module, device: torch.device) -> ReferenceFn:
+    """The per-step reference: the LoRA policy with adapters disabled, else a frozen model."""
+    separate = bool(cfg.dpo.reference_model) and cfg.dpo.reference_model != cfg.model.path
+    if cfg.model.lora.enabled and not separate:
+        return adapters_off_reference
+    if separate:
+        reference = load_model(dataclasses.replace(cfg.model, path=cfg.dpo.reference_model), device)[0]
+    else:  # full finetuning: the untrained policy, kept frozen beside it
+        reference = copy.deepcopy(policy)
+    return frozen_reference(reference)
+
+
+@dataclass
+class DPOResult:
+    out_dir: Path
+    model: torch.nn.Module  # the trained policy (a PEFT model when LoRA is on)
+    fit: FitResult
+
+
+def run(cfg: DPOConfig) -> DPOResult:
+    out = prepare_output_dir(cfg.train)
+    save_config(cfg, out / "config.yaml")
+    accelerator = setup_accelerator(cfg.train)
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
+    model, kind = load_model(cfg.model, accelerator.device)
+    if kind != "causal":
+        raise ConfigError(f"DPO needs a causal (decoder-only) model; {cfg.model.path} is {kind}")
+    template = get_template(cfg.data.template, tokenizer)
+    train = preference_data(cfg.data.sources, cfg.data, tokenizer, template)
+    evals = preference_data(cfg.data.eval_sources, cfg.data, tokenizer, template)
+    reference: ReferenceFn | None = None
+    if cfg.dpo.loss == "simpo":
+        splits = [train[0], evals[0]]
+    elif cfg.dpo.reference == "cached":
+        splits = attach_cached_reference(cfg, model, [train, evals], tokenizer.pad_token_id, accelerator)
+    else:
+        splits = [train[0], evals[0]]
+        reference = online_reference(cfg, model, accelerator.device)
+    if cfg.model.lora.enabled:
+        model = apply_lora(model, cfg.model.lora, kind)
+    disable_dropout(model)
+    if reference is adapters_off_reference:
+        log.info("reference: the base model with LoRA adapters disabled, computed each step")
+    objective = DirectPreference(cfg.dpo, reference)
+    collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
+    result = fit(
+        model, objective, splits[0], collate, cfg.train, out, accelerator, splits[1], objective.eval_metrics
+    )
+    if accelerator.is_main_process:
+        save_model_and_tokenizer(accelerator.unwrap_model(model), tokenizer, out, template.jinja)
+    final = {k: round(v, 4) for k, v in result.final_metrics.items()}
+    log.info(
+        "trained %d steps, %d pairs seen; final %s", result.state.step, result.state.trained_tokens, final
+    )
+    return DPOResult(out, accelerator.unwrap_model(model), result)

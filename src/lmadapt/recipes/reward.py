@@ -1,0 +1,134 @@
+"""Reward models: `lmadapt reward CONFIG` trains one, `lmadapt eval rewards` measures one.
+
+A reward model is the LM with a scalar head (AutoModelForSequenceClassification, num_labels=1)
+scoring the last non-pad token of prompt + reply; it is trained on preference pairs with the
+Bradley-Terry loss -log sigmoid(r_chosen - r_rejected). Pairs are read and tokenised exactly as
+for DPO. The output is a plain Hugging Face sequence-classification model (or PEFT adapter).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from lmadapt.config import ModelConfig, RewardConfig, TrainConfig, save_config
+from lmadapt.data.preference import collate_pairs, load_preference_pairs, tokenize_pairs
+from lmadapt.data.templates import get_template
+from lmadapt.errors import LmadaptError
+from lmadapt.models.load import apply_lora, load_tokenizer, local_dir, resolve_dtype
+from lmadapt.models.save import save_model_and_tokenizer
+from lmadapt.recipes.dpo import preference_data
+from lmadapt.train.loop import FitResult, evaluate, fit, prepare_output_dir, setup_accelerator
+from lmadapt.train.preference import BradleyTerryReward
+
+log = logging.getLogger("lmadapt")
+
+
+def load_reward_model(cfg: ModelConfig, pad_token_id: int, device: torch.device) -> PreTrainedModel:
+    """The LM at cfg.path with a freshly initialised scalar head (or a trained reward model's own)."""
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            local_dir(cfg.path, "model path"),
+            num_labels=1,
+            local_files_only=True,
+            use_safetensors=True,
+            dtype=resolve_dtype(cfg.dtype, device),
+            trust_remote_code=cfg.trust_remote_code,
+        )
+    except (OSError, ValueError) as e:
+        raise LmadaptError(f"cannot load a sequence-classification model from '{cfg.path}': {e}") from None
+    # The head scores the last token that is not padding, so the model must know the pad id.
+    model.config.pad_token_id = pad_token_id
+    return model.to(device)
+
+
+@dataclass
+class RewardResult:
+    out_dir: Path
+    model: torch.nn.Module
+    fit: FitResult
+
+
+def run(cfg: RewardConfig) -> RewardResult:
+    out = prepare_output_dir(cfg.train)
+    save_config(cfg, out / "config.yaml")
+    accelerator = setup_accelerator(cfg.train)
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
+    torch.manual_seed(cfg.train.seed)  # the new head's initialisation
+    model = load_reward_model(cfg.model, tokenizer.pad_token_id, accelerator.device)
+    template = get_template(cfg.data.template, tokenizer)
+    train, _ = preference_data(cfg.data.sources, cfg.data, tokenizer, template)
+    evals, _ = preference_data(cfg.data.eval_sources, cfg.data, tokenizer, template)
+    if cfg.model.lora.enabled:
+        model = apply_lora(model, cfg.model.lora, "sequence_classification")
+    objective = BradleyTerryReward()
+    collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
+    result = fit(model, objective, train, collate, cfg.train, out, accelerator, evals, objective.eval_metrics)
+    if accelerator.is_main_process:
+        save_model_and_tokenizer(accelerator.unwrap_model(model), tokenizer, out, template.jinja)
+    final = {k: round(v, 4) for k, v in result.final_metrics.items()}
+    log.info("trained a reward model for %d steps; final %s", result.state.step, final)
+    return RewardResult(out, accelerator.unwrap_model(model), result)
+
+
+def _load_trained(model_path: Path, pad_token_id: int) -> torch.nn.Module:
+    if (model_path / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(
+            model_path, num_labels=1, local_files_only=True
+        )
+        model.config.pad_token_id = pad_token_id
+        return model
+    return load_reward_model(ModelConfig(path=str(model_path)), pad_token_id, torch.device("cpu"))
+
+
+def run_eval_rewards(
+    model_path: str | Path,
+    data: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    template: str = "tokenizer",
+    max_length: int = 1024,
+    batch_size: int = 8,
+) -> dict[str, float]:
+    """Pairwise accuracy of a reward model on held-out pairs; writes and returns <out_dir>/metrics.json.
+
+    template "tokenizer" uses the chat template saved with the model at training time. Metrics:
+    accuracy (share of pairs scored chosen > rejected), mean scores, mean margin, loss, pair count.
+    """
+    model_path = Path(model_path)
+    accelerator = setup_accelerator(TrainConfig(progress=False))
+    tokenizer = load_tokenizer(str(model_path))
+    model = _load_trained(model_path, tokenizer.pad_token_id).to(accelerator.device)
+    chat = get_template(template, tokenizer)
+    paths = [data] if isinstance(data, str | Path) else list(data)
+    pairs, stats = tokenize_pairs(
+        [p for path in paths for p in load_preference_pairs(path)], chat, tokenizer, max_length
+    )
+    if not pairs:
+        raise LmadaptError(f"no evaluation pairs left from {', '.join(map(str, paths))}")
+    objective = BradleyTerryReward()
+    collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
+    loss = evaluate(model, objective, pairs, collate, batch_size, accelerator)["eval_loss"]
+    rewards = objective.pop_metrics("eval")
+    metrics = {
+        "pairs": len(pairs),
+        "dropped": stats.dropped,
+        "accuracy": rewards["eval_rewards/accuracies"],
+        "mean_chosen": rewards["eval_rewards/chosen"],
+        "mean_rejected": rewards["eval_rewards/rejected"],
+        "mean_margin": rewards["eval_rewards/margins"],
+        "loss": loss,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    log.info("reward accuracy %.4f on %d pairs -> %s", metrics["accuracy"], len(pairs), out / "metrics.json")
+    return metrics

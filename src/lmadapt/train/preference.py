@@ -1,0 +1,277 @@
+"""Preference objectives (DPO family, Bradley-Terry reward models) and the reference log-prob pass.
+
+Batches come from `collate_pairs`: 2B rows, the B chosen sequences then the B rejected ones, so
+both sides go through the model in one forward pass. An objective's unit is the pair: the engine
+divides the summed per-pair losses by the number of pairs in the whole effective batch.
+
+The reference model's log-probs never change during training, so by default they are computed in
+one pass before training and cached on disk under a key of (reference weights, dtype, tokenised
+data); the reference model then never sits in memory beside the policy. Online, the reference is
+either the policy with its LoRA adapters disabled or a frozen model.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
+
+from lmadapt.config import PreferenceLossConfig
+from lmadapt.data.cache import content_digest
+from lmadapt.data.preference import TokenizedPair, collate_pairs
+from lmadapt.losses import dpo as dpo_losses
+from lmadapt.losses.lm import IGNORE_INDEX
+from lmadapt.losses.reward import bradley_terry
+
+log = logging.getLogger("lmadapt")
+
+Batch = dict[str, torch.Tensor]
+ReferenceFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
+
+# Bump when the way reference log-probs are computed or stored changes.
+REFERENCE_FORMAT_VERSION = 1
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP wrapper (accelerate's prepare)."""
+    return getattr(model, "module", model)
+
+
+@functools.lru_cache(maxsize=8)
+def _accepts_logits_to_keep(model_cls: type) -> bool:
+    return "logits_to_keep" in inspect.signature(model_cls.forward).parameters
+
+
+def reply_log_probs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed reply logps [2B], reply token counts [2B]) of a causal LM on a `collate_pairs` batch.
+
+    Only positions from the earliest reply token on are projected to the vocabulary
+    (`logits_to_keep`), so long prompts cost no [T, V] logits.
+    """
+    input_ids, labels = batch["input_ids"], batch["labels"]
+    core = _unwrap(model)
+    core = core.get_base_model() if hasattr(core, "get_base_model") else core
+    trained_columns = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    first = int(trained_columns[0]) if len(trained_columns) else 1
+    keep = min(input_ids.size(1), input_ids.size(1) - first + 1)
+    kwargs = {"logits_to_keep": keep} if _accepts_logits_to_keep(type(core)) else {}
+    logits = model(
+        input_ids=input_ids, attention_mask=batch["attention_mask"], use_cache=False, **kwargs
+    ).logits
+    return dpo_losses.sequence_log_probs(logits, labels[:, -logits.size(1) :])
+
+
+def adapters_off_reference(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Reference logps [2B] of a PEFT policy: the same model with its adapters disabled."""
+    with torch.no_grad(), _unwrap(model).disable_adapter():
+        return reply_log_probs(model, batch)[0]
+
+
+def frozen_reference(reference: torch.nn.Module) -> ReferenceFn:
+    """Reference logps [2B] from a separate frozen model (full finetuning with online references)."""
+    reference.eval().requires_grad_(False)
+
+    def logps(_: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        with torch.no_grad():
+            return reply_log_probs(reference, batch)[0]
+
+    return logps
+
+
+class PairStats:
+    """Running sums of per-pair rewards, reported as TRL names them (rewards/chosen, ...)."""
+
+    def __init__(self) -> None:
+        self.sums = torch.zeros(5, dtype=torch.float64)  # chosen, rejected, margin, correct, pairs
+
+    def add(self, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+        margin = chosen - rejected
+        row = torch.stack([chosen.sum(), rejected.sum(), margin.sum(), (margin > 0).float().sum()])
+        self.sums[:4] += row.double().cpu()
+        self.sums[4] += chosen.numel()
+
+    def pop(self, prefix: str = "") -> dict[str, float]:
+        """Means since the last pop (summed over ranks when distributed); empty when nothing was added."""
+        sums, self.sums = self.sums, torch.zeros_like(self.sums)
+        if dist.is_available() and dist.is_initialized():
+            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+            sums = sums.to(device)
+            dist.all_reduce(sums)
+            sums = sums.cpu()
+        chosen, rejected, margin, correct, pairs = sums.tolist()
+        if pairs == 0:
+            return {}
+        names = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+        return {
+            prefix + n: v / pairs for n, v in zip(names, (chosen, rejected, margin, correct), strict=True)
+        }
+
+
+class _PairObjective:
+    """Shared parts: the pair is the unit; train and eval statistics are kept apart."""
+
+    def __init__(self) -> None:
+        self.stats = {"train": PairStats(), "eval": PairStats()}
+
+    def weight(self, batch: Batch) -> int:
+        return batch["input_ids"].size(0) // 2
+
+    def _record(self, model: torch.nn.Module, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+        self.stats["train" if model.training else "eval"].add(chosen.detach(), rejected.detach())
+
+    def pop_metrics(self, split: str = "train") -> dict[str, float]:
+        """Reward statistics of `split` ("train" or "eval") since the last call; eval names get "eval_"."""
+        return self.stats[split].pop("eval_" if split == "eval" else "")
+
+    def eval_metrics(self, model: torch.nn.Module, step: int) -> dict[str, float]:
+        """`fit`'s eval_fn: the statistics of the evaluation pass that just ran, plus the training
+        ones gathered since the previous evaluation."""
+        return {**self.pop_metrics("train"), **self.pop_metrics("eval")}
+
+
+class DirectPreference(_PairObjective):
+    """DPO, conservative DPO, dpo_norm, IPO and SimPO on `collate_pairs` batches.
+
+    reference=None reads cached reference logps from batch["ref_logps"] (SimPO needs none);
+    otherwise it is called as reference(model, batch) -> logps [2B] each step.
+    """
+
+    def __init__(self, cfg: PreferenceLossConfig, reference: ReferenceFn | None = None):
+        super().__init__()
+        if cfg.loss not in ("dpo", "dpo_norm", "ipo", "simpo"):
+            raise ValueError(f"unknown preference loss {cfg.loss!r}")
+        self.cfg = cfg
+        self.reference = reference
+
+    def loss_sum(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        cfg = self.cfg
+        logps, lengths = reply_log_probs(model, batch)
+        policy_c, policy_r = logps.chunk(2)
+        len_c, len_r = lengths.chunk(2)
+        if cfg.loss == "simpo":
+            out = dpo_losses.simpo(policy_c, policy_r, len_c, len_r, cfg.beta, cfg.gamma, cfg.label_smoothing)
+        else:
+            ref = batch["ref_logps"] if self.reference is None else self.reference(model, batch)
+            ref_c, ref_r = ref.to(logps).chunk(2)
+            if cfg.loss == "dpo":
+                out = dpo_losses.dpo(policy_c, policy_r, ref_c, ref_r, cfg.beta, cfg.label_smoothing)
+            elif cfg.loss == "dpo_norm":
+                out = dpo_losses.dpo_norm(
+                    policy_c, policy_r, ref_c, ref_r, len_c, len_r, cfg.beta, cfg.label_smoothing
+                )
+            else:
+                out = dpo_losses.ipo(policy_c, policy_r, ref_c, ref_r, len_c, len_r, cfg.beta)
+        self._record(model, out.chosen_rewards, out.rejected_rewards)
+        return out.losses.sum()
+
+
+class BradleyTerryReward(_PairObjective):
+    """Reward-model training: a scalar-head model scores both sides; loss -log sigmoid(r_c - r_r)."""
+
+    def loss_sum(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        chosen, rejected = scores.logits.squeeze(-1).float().chunk(2)
+        self._record(model, chosen, rejected)
+        return bradley_terry(chosen, rejected).sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference pass and its cache
+
+
+@torch.no_grad()
+def compute_reference_logps(
+    model: torch.nn.Module,
+    pairs: Sequence[TokenizedPair],
+    pad_token_id: int,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Summed reply logps of every pair under `model` in eval mode: [N, 2] float32 (chosen, rejected).
+
+    Pairs are batched by length, which keeps padding (and so wasted compute) low.
+    """
+    was_training = model.training
+    model.eval()
+    order = sorted(
+        range(len(pairs)), key=lambda i: len(pairs[i].chosen.input_ids) + len(pairs[i].rejected.input_ids)
+    )
+    out = torch.empty(len(pairs), 2, dtype=torch.float32)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = collate_pairs([pairs[i] for i in index], pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logps = reply_log_probs(model, batch)[0].float().cpu()
+        out[index] = torch.stack(logps.chunk(2), dim=1)
+    model.train(was_training)
+    return out
+
+
+def reference_cache_key(model_path: str | Path, precision: str, data_key: str) -> str:
+    """sha256 key of a reference pass: the reference weights' bytes, the precision they ran in
+    (e.g. "torch.float32/no": weights dtype / autocast) and the tokenised data (whose key covers
+    data files, tokenizer, template, max length, mixture and seed)."""
+    description = {
+        "version": REFERENCE_FORMAT_VERSION,
+        "model": content_digest(model_path),
+        "precision": precision,
+        "data": data_key,
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+
+
+def _read_reference(entry: Path, key: str, count: int) -> torch.Tensor:
+    meta = json.loads((entry / "meta.json").read_text())
+    data = (entry / "ref_logps.safetensors").read_bytes()
+    if meta.get("version") != REFERENCE_FORMAT_VERSION or meta.get("key") != key:
+        raise ValueError("written by another format version or for another key")
+    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        raise ValueError("tensor file does not match its checksum")
+    logps = load(data)["ref_logps"]
+    if logps.shape != (count, 2):
+        raise ValueError(f"holds {tuple(logps.shape)} log-probs, expected ({count}, 2)")
+    return logps
+
+
+def load_or_compute_reference(
+    cache_dir: str | Path, key: str, count: int, compute: Callable[[], torch.Tensor]
+) -> tuple[torch.Tensor, bool]:
+    """(reference logps [count, 2], hit): the intact cached entry for `key`, else compute()'s result,
+    stored atomically (written in a temporary directory, then renamed into place)."""
+    entry = Path(cache_dir) / "reference" / key
+    if entry.exists():
+        try:
+            logps = _read_reference(entry, key, count)
+            log.info("reference log-probs: cache hit %s", entry)
+            return logps, True
+        except (OSError, ValueError, KeyError, SafetensorError) as e:
+            log.warning("reference log-probs: cache entry %s unusable (%s); recomputing", entry, e)
+    logps = compute().contiguous()
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}.tmp-"))
+    try:
+        save_file({"ref_logps": logps}, str(staging / "ref_logps.safetensors"))
+        sha = hashlib.sha256((staging / "ref_logps.safetensors").read_bytes()).hexdigest()
+        meta = {"version": REFERENCE_FORMAT_VERSION, "key": key, "count": count, "sha256": sha}
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(entry, ignore_errors=True)
+        try:
+            os.replace(staging, entry)
+        except OSError:  # another process stored the same entry in between: theirs is as good
+            log.info("reference log-probs: %s was written concurrently; keeping that copy", entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("reference log-probs: cached %d pairs in %s", count, entry)
+    return logps, False
