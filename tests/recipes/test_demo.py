@@ -7,7 +7,15 @@ from lmadapt.recipes import demo
 
 def test_demo_pipeline_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     settings = demo.DemoSettings(
-        max_steps=6, train_instances=8, eval_instances=2, hidden_size=32, num_layers=1, batch_size=8
+        max_steps=6,
+        train_instances=8,
+        eval_instances=2,
+        hidden_size=32,
+        num_layers=1,
+        batch_size=8,
+        dpo_steps=2,
+        dpo_pairs_per_task=1,
+        dpo_batch_size=4,
     )
     seen = []
 
@@ -22,7 +30,12 @@ def test_demo_pipeline_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     text = report.read_text()
     assert "| sft |" in text and "| extra | 1.0 | 2.0 |" in text
     results = json.loads((report.parent / "results.json").read_text())
-    assert [r["name"] for r in results] == ["sft", "extra"]
+    assert [r["name"] for r in results] == ["sft", "dpo", "extra"]
+    dpo = results[1]["extra"]
+    assert (
+        0.0 <= dpo["preference_accuracy_before"] <= 100.0 and 0.0 <= dpo["preference_accuracy_after"] <= 100.0
+    )
+    assert dpo["train_pairs"] > 0 and "preference accuracy before" in text
     sft = results[0]
     assert set(sft["scores"]) == set(demo.EVAL_SETS)
     assert all(0.0 <= v["exact_match"] <= 100.0 for v in sft["scores"].values())

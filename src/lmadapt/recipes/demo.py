@@ -15,160 +15,24 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from lmadapt.config import DataConfig, ModelConfig, SFTConfig, SourceConfig, TrainConfig, save_config, to_dict
+from lmadapt.config import save_config, to_dict
 from lmadapt.data.synthetic import EVAL_SETS, Suite, build_suite, export_superni
-from lmadapt.data.tasks import PromptEncoding, Task, encode_prompt
+from lmadapt.data.tasks import PromptEncoding, task_to_json
 from lmadapt.errors import LmadaptError
 from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
-from lmadapt.recipes import sft
-from lmadapt.recipes.evaluate import run_superni
+from lmadapt.recipes.demo_preference import stage_dpo
+from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult, stage_sft
 
 log = logging.getLogger("lmadapt")
 
-
-@dataclass
-class DemoSettings:
-    """Everything the demo decides, in one place (saved to the run directory)."""
-
-    seed: int = 0
-    encoding: str = "def+2pos"
-    train_instances: int = 400  # per training task
-    eval_instances: int = 20  # per evaluation task
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    lr: float = 2e-3
-    batch_size: int = 32
-    max_steps: int = 1500
-    warmup_ratio: float = 0.03
-    max_new_tokens: int = 16
-
-
-@dataclass
-class Context:
-    """What the stages share: the run directory, the suite, and the base model."""
-
-    out: Path
-    settings: DemoSettings
-    suite: Suite
-    suite_dir: Path
-    base_model: Path
-    encoding: PromptEncoding
-
-
-@dataclass
-class StageResult:
-    name: str
-    description: str
-    scores: dict[str, dict[str, float]]  # eval set -> {"exact_match", "rougeL"}
-    per_family: dict[str, dict[str, float]] = field(default_factory=dict)  # eval set -> family -> EM
-    train_seconds: float = 0.0
-    trained_tokens: int = 0
-    run_dir: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def chat_example(task: Task, instance_input: str, answer: str, encoding: PromptEncoding) -> dict[str, Any]:
-    prompt = encode_prompt(task, instance_input, encoding)
-    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
-
-
-def write_chat_jsonl(tasks: list[Task], encoding: PromptEncoding, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for task in tasks:
-            for inst in task.instances:
-                f.write(json.dumps(chat_example(task, inst.input, inst.outputs[0], encoding)) + "\n")
-    return path
-
-
-def evaluate_run(model_dir: Path, ctx: Context, out: Path) -> tuple[dict, dict, dict]:
-    """Score a saved model on the three evaluation sets through `lmadapt eval superni`.
-
-    Returns (set -> {"exact_match", "rougeL"}, set -> family -> exact match, set -> FLOPs record).
-    """
-    scores, per_family, flops = {}, {}, {}
-    for set_name in EVAL_SETS:
-        metrics = run_superni(
-            ctx.suite_dir,
-            out / set_name,
-            split=str(ctx.suite_dir / "splits" / "default" / f"{set_name}_tasks.txt"),
-            encoding=str(ctx.encoding),
-            model=str(model_dir),
-            max_instances=None,
-            batch_size=64,
-            max_new_tokens=ctx.settings.max_new_tokens,
-        )
-        scores[set_name] = {k: metrics["overall"][k] for k in ("exact_match", "rougeL")}
-        per_family[set_name] = {
-            k.removeprefix("exact_match_for_"): v
-            for k, v in metrics["per_category"].items()
-            if k.startswith("exact_match_for_")
-        }
-        flops[set_name] = metrics.get("flops")
-    return scores, per_family, flops
-
-
-def stage_sft(ctx: Context) -> StageResult:
-    """Tk-Instruct-style SFT: the instruction is concatenated with every instance input."""
-    s = ctx.settings
-    data = write_chat_jsonl(ctx.suite.train, ctx.encoding, ctx.out / "data" / "sft_train.jsonl")
-    evals = write_chat_jsonl(
-        [t for t in ctx.suite.heldout_instances[:: max(1, len(ctx.suite.heldout_instances) // 8)]],
-        ctx.encoding,
-        ctx.out / "data" / "sft_eval.jsonl",
-    )
-    cfg = SFTConfig(
-        model=ModelConfig(path=str(ctx.base_model)),
-        data=DataConfig(
-            sources=[SourceConfig(path=str(data))],
-            eval_sources=[SourceConfig(path=str(evals))],
-            template="tulu",
-            max_length=256,
-            cache_dir=str(ctx.out / "cache"),
-            seed=s.seed,
-        ),
-        train=TrainConfig(
-            output_dir=str(ctx.out / "sft"),
-            seed=s.seed,
-            max_steps=s.max_steps,
-            batch_size=s.batch_size,
-            lr=s.lr,
-            warmup_ratio=s.warmup_ratio,
-            schedule="cosine",
-            weight_decay=0.0,
-            eval_every=max(1, s.max_steps // 5),
-            log_every=10,
-        ),
-    )
-    start = time.perf_counter()
-    result = sft.run(cfg)
-    seconds = time.perf_counter() - start
-    scores, per_family, flops = evaluate_run(result.out_dir, ctx, ctx.out / "eval" / "sft")
-    return StageResult(
-        name="sft",
-        description=f"SFT, instruction concatenated with each input ({ctx.encoding})",
-        scores=scores,
-        per_family=per_family,
-        train_seconds=seconds,
-        trained_tokens=result.fit.state.trained_tokens,
-        run_dir=result.out_dir,
-        extra={"flops": flops},
-    )
-
-
-STAGES: list[Callable[[Context], StageResult]] = [stage_sft]
+STAGES: list[Callable[[Context], StageResult]] = [stage_sft, stage_dpo]
 
 
 def build_base_model(suite: Suite, settings: DemoSettings, out: Path) -> Path:
-    from lmadapt.data.tasks import task_to_json
-
     corpus = [
         json.dumps(task_to_json(t)) for tasks in (suite.train, *suite.eval_sets().values()) for t in tasks
     ]
@@ -208,7 +72,11 @@ def run(out_root: str | Path = "runs", settings: DemoSettings | None = None) -> 
         base_model=build_base_model(suite, settings, out / "base-model"),
         encoding=PromptEncoding.parse(settings.encoding),
     )
-    results = [stage(ctx) for stage in STAGES]
+    results = []
+    for stage in STAGES:
+        result = stage(ctx)
+        ctx.results[result.name] = result
+        results.append(result)
     report = write_report(ctx, results, time.perf_counter() - start)
     print(results_table(results))
     return report
@@ -249,6 +117,9 @@ def write_report(ctx: Context, results: list[StageResult], seconds: float) -> Pa
             f"Training: {r.train_seconds:.0f} s, {r.trained_tokens:,} trained tokens "
             f"({r.trained_tokens / max(r.train_seconds, 1e-9):.0f}/s incl. data prep)."
         ]
+        scalars = {k: v for k, v in r.extra.items() if isinstance(v, int | float)}
+        if scalars:
+            lines += ["", ", ".join(f"{k.replace('_', ' ')}: {v:.1f}" for k, v in scalars.items()) + "."]
         if r.run_dir is not None and (r.run_dir / "loss.png").exists():
             lines += ["", f"![loss]({r.run_dir.relative_to(ctx.out)}/loss.png)"]
         lines += [
