@@ -84,6 +84,7 @@ class TrainConfig:
     adam_eps: float = 1e-8
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.0  # linear/cosine decay ends at this fraction of lr
     max_grad_norm: float = 1.0
     save_every: int = 0  # steps; 0 = only the final model
     keep_last: int = 2

@@ -207,3 +207,21 @@ def test_real_superni_tasks_load():
         prompt = encode_prompt(task, task.instances[0].input, PromptEncoding.parse("def+2pos"))
         assert prompt.startswith("Definition: ") and prompt.endswith("\nOutput: ")
         assert prompt.count("Positive Example") == min(2, len(task.positive_examples))
+
+
+def test_compact_encoding_drops_only_the_instance_header():
+    task = Task(
+        name="t",
+        definition="Reverse the list",
+        positive_examples=[],
+        negative_examples=[],
+        instances=[],
+        categories=["c"],
+    )
+    full = encode_prompt(task, "a b", PromptEncoding.parse("def"))
+    compact = encode_prompt(task, "a b", PromptEncoding.parse("def+compact"))
+    assert (
+        full == "Definition: Reverse the list.\n\nNow complete the following example -\nInput: a b.\nOutput: "
+    )
+    assert compact == "Definition: Reverse the list.\n\nInput: a b.\nOutput: "
+    assert str(PromptEncoding.parse("def+2pos+compact")) == "def+2pos+compact"

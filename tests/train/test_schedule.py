@@ -35,3 +35,8 @@ def test_scheduler_drives_optimizer_lr_and_decay_groups():
         opt.step()
         sched.step()
     assert lrs[:4] == pytest.approx([0.05, 0.1, 0.1, 0.1 * (1 - 1 / 8)])
+
+
+def test_decay_ends_at_min_ratio():
+    assert lr_factor(10, 10, 2, "cosine", min_ratio=0.1) == pytest.approx(0.1)
+    assert lr_factor(6, 10, 2, "linear", min_ratio=0.2) == pytest.approx(0.2 + 0.8 * 0.5)

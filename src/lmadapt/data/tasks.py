@@ -200,29 +200,36 @@ class PromptEncoding:
     num_pos: int = 0
     num_neg: int = 0
     add_explanation: bool = False
+    # Drops Tk-Instruct's "Now complete the following example -" line: 5 tokens per instance that
+    # carry no information, which matters for tiny models trained from scratch (the demo).
+    compact: bool = False
 
     @classmethod
     def parse(cls, spec: str) -> PromptEncoding:
-        """Parse "def", "def+2pos", "def+2pos+2neg", "def+2pos+expl", "2pos", ... (parts joined by "+")."""
-        counts = {"def": 0, "pos": 0, "neg": 0, "expl": 0}
+        """Parse "def", "def+2pos", "def+2pos+2neg", "def+2pos+expl", "2pos", "def+compact", ... (parts
+        joined by "+")."""
+        counts = {"def": 0, "pos": 0, "neg": 0, "expl": 0, "compact": 0}
         seen = []
         for part in (p.strip() for p in spec.lower().split("+")):
             counted = _ENCODING_PART.fullmatch(part)
             kind = counted.group(2) if counted else part
-            if not counted and kind not in ("def", "expl"):
-                hint = "use def, <n>pos, <n>neg, expl joined by +"
+            if not counted and kind not in ("def", "expl", "compact"):
+                hint = "use def, <n>pos, <n>neg, expl, compact joined by +"
                 raise ConfigError(f"prompt encoding {spec!r}: unknown part {part!r} ({hint})")
             seen.append(kind)
             counts[kind] = int(counted.group(1)) if counted else 1
         if len(set(seen)) != len(seen) or not (counts["def"] or counts["pos"] or counts["neg"]):
             raise ConfigError(f"prompt encoding {spec!r}: a part is repeated or nothing is shown")
-        return cls(bool(counts["def"]), counts["pos"], counts["neg"], bool(counts["expl"]))
+        return cls(
+            bool(counts["def"]), counts["pos"], counts["neg"], bool(counts["expl"]), bool(counts["compact"])
+        )
 
     def __str__(self) -> str:
         parts = ["def"] if self.add_definition else []
         parts += [f"{self.num_pos}pos"] if self.num_pos else []
         parts += [f"{self.num_neg}neg"] if self.num_neg else []
         parts += ["expl"] if self.add_explanation else []
+        parts += ["compact"] if self.compact else []
         return "+".join(parts)
 
 
@@ -256,12 +263,12 @@ def encode_instruction(task: Task, encoding: PromptEncoding) -> str:
     return text
 
 
-def encode_instance(instance_input: str) -> str:
+def encode_instance(instance_input: str, compact: bool = False) -> str:
     """The per-instance part of a prompt, ending where the model starts writing its answer."""
-    text = "Now complete the following example -\n"
+    text = "" if compact else "Now complete the following example -\n"
     return text + _end_with_punctuation(f"Input: {instance_input.strip()}") + "\nOutput: "
 
 
 def encode_prompt(task: Task, instance_input: str, encoding: PromptEncoding) -> str:
     """The full Tk-Instruct source text: instruction followed by the instance."""
-    return encode_instruction(task, encoding) + encode_instance(instance_input)
+    return encode_instruction(task, encoding) + encode_instance(instance_input, encoding.compact)

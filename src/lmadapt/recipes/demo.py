@@ -45,6 +45,7 @@ def build_base_model(suite: Suite, settings: DemoSettings, out: Path) -> Path:
         num_layers=settings.num_layers,
         num_heads=settings.num_heads,
         tokenizer=tokenizer,
+        tie_word_embeddings=True,
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -113,13 +114,14 @@ def write_report(ctx: Context, results: list[StageResult], seconds: float) -> Pa
     ]
     for r in results:
         lines += [f"## {r.name}: {r.description}", ""]
-        lines += [
-            f"Training: {r.train_seconds:.0f} s, {r.trained_tokens:,} trained tokens "
-            f"({r.trained_tokens / max(r.train_seconds, 1e-9):.0f}/s incl. data prep)."
-        ]
+        lines += [f"Training: {r.train_seconds:.0f} s, {r.trained_tokens:,} trained tokens (or pairs) seen."]
         scalars = {k: v for k, v in r.extra.items() if isinstance(v, int | float)}
         if scalars:
-            lines += ["", ", ".join(f"{k.replace('_', ' ')}: {v:.1f}" for k, v in scalars.items()) + "."]
+            shown = (
+                f"{k.replace('_', ' ')}: {v:.1f}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
+                for k, v in scalars.items()
+            )
+            lines += ["", ", ".join(shown) + "."]
         if r.run_dir is not None and (r.run_dir / "loss.png").exists():
             lines += ["", f"![loss]({r.run_dir.relative_to(ctx.out)}/loss.png)"]
         lines += [

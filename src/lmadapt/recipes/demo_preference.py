@@ -1,9 +1,10 @@
 """The demo's preference stage: DPO on pairs built from the synthetic suite, after SFT.
 
-A pair's chosen reply is the correct answer; the rejected one is what the SFT model itself answers
-when it is wrong (the most useful negative: its own mistake), otherwise a plausible near-miss of
-the correct answer (an item dropped, two items swapped, the input copied). Preference accuracy is
-the share of held-out pairs whose chosen reply gets the higher log-probability.
+A pair's chosen reply is the correct answer. The rejected one is the SFT model's own answer,
+sampled at temperature 1, when it is wrong (the most useful negative: its own mistake), otherwise
+a plausible near-miss of the correct answer (an item dropped or repeated, two items swapped, the
+input copied). Preference accuracy is the share of held-out pairs whose chosen reply gets the
+higher log-probability.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def build_pairs(
     tasks: Sequence[Task], per_task: int, model: torch.nn.Module, tokenizer: Any, ctx: Context, seed: int
 ) -> tuple[list[dict[str, Any]], float]:
     """Preference records for up to `per_task` instances of each task, and the share of them whose
-    rejected reply is the model's own (wrong) greedy answer."""
+    rejected reply is the model's own (wrong) sampled answer."""
     rng = random.Random(seed)
     template = get_template("tokenizer", tokenizer)
     rows = []
@@ -60,7 +61,16 @@ def build_pairs(
             prompt = [{"role": "user", "content": encode_prompt(task, inst.input, ctx.encoding)}]
             rows.append((prompt, inst))
     ids = [encode_chat_prompt(prompt, template, tokenizer) for prompt, _ in rows]
-    answers = generate(model, tokenizer, ids, max_new_tokens=ctx.settings.max_new_tokens, batch_size=64)
+    # Sampled (not greedy) answers: the model's likely mistakes, which a greedy pass mostly hides.
+    answers = generate(
+        model,
+        tokenizer,
+        ids,
+        max_new_tokens=ctx.settings.max_new_tokens,
+        batch_size=64,
+        do_sample=True,
+        seed=seed,
+    )
     records, own = [], 0
     for (prompt, inst), answer in zip(rows, answers, strict=True):
         chosen = inst.outputs[0]
@@ -131,6 +141,7 @@ def stage_dpo(ctx: Context) -> StageResult:
             max_steps=s.dpo_steps,
             batch_size=s.dpo_batch_size,
             lr=s.dpo_lr,
+            num_threads=s.num_threads,
             warmup_ratio=0.1,
             schedule="linear",
             log_every=5,
@@ -146,7 +157,7 @@ def stage_dpo(ctx: Context) -> StageResult:
         scores=scores,
         per_family=per_family,
         train_seconds=result.fit.state.elapsed_s,
-        trained_tokens=0,
+        trained_tokens=result.fit.state.trained_tokens,
         run_dir=result.out_dir,
         extra={
             "preference_accuracy_before": before,

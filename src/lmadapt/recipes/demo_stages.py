@@ -25,24 +25,32 @@ log = logging.getLogger("lmadapt")
 
 @dataclass
 class DemoSettings:
-    """Everything the demo decides, in one place (saved to the run directory)."""
+    """Everything the demo decides, in one place (saved with the report; `lmadapt demo key=value`).
+
+    Tuned so a 1.1M-parameter Llama trained from scratch learns the training families in about
+    four minutes on two CPU cores: one-token words, the compact def encoding (~25 tokens per
+    example), tied embeddings, lr 1e-3 with cosine decay to a tenth.
+    """
 
     seed: int = 0
-    encoding: str = "def+2pos"
+    encoding: str = "def+compact"
     train_instances: int = 400  # per training task
-    eval_instances: int = 20  # per evaluation task
+    eval_instances: int = 10  # per evaluation task
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
-    lr: float = 2e-3
-    batch_size: int = 32
-    max_steps: int = 1500
-    warmup_ratio: float = 0.03
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    batch_size: int = 64
+    max_steps: int = 1200
+    warmup_steps: int = 100
+    num_threads: int = 1  # tiny matmuls: a second thread costs more in synchronisation than it gains
     max_new_tokens: int = 16
     dpo_pairs_per_task: int = 8
     dpo_steps: int = 60
     dpo_batch_size: int = 16
-    dpo_lr: float = 2e-4
+    dpo_lr: float = 5e-5
     dpo_beta: float = 0.1
 
 
@@ -66,7 +74,7 @@ class StageResult:
     scores: dict[str, dict[str, float]]  # eval set -> {"exact_match", "rougeL"}
     per_family: dict[str, dict[str, float]] = field(default_factory=dict)  # eval set -> family -> EM
     train_seconds: float = 0.0
-    trained_tokens: int = 0
+    trained_tokens: int = 0  # trained tokens (SFT) or pairs (DPO) seen
     run_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -103,11 +111,7 @@ def evaluate_run(model_dir: Path, ctx: Context, out: Path) -> tuple[dict, dict, 
             max_new_tokens=ctx.settings.max_new_tokens,
         )
         scores[set_name] = {k: metrics["overall"][k] for k in ("exact_match", "rougeL")}
-        per_family[set_name] = {
-            k.removeprefix("exact_match_for_"): v
-            for k, v in metrics["per_category"].items()
-            if k.startswith("exact_match_for_")
-        }
+        per_family[set_name] = {fam: m["exact_match"] for fam, m in metrics["per_category"].items()}
         flops[set_name] = metrics.get("flops")
     return scores, per_family, flops
 
@@ -137,7 +141,10 @@ def stage_sft(ctx: Context) -> StageResult:
             max_steps=s.max_steps,
             batch_size=s.batch_size,
             lr=s.lr,
-            warmup_ratio=s.warmup_ratio,
+            betas=s.betas,
+            warmup_ratio=s.warmup_steps / s.max_steps,
+            min_lr_ratio=s.min_lr_ratio,
+            num_threads=s.num_threads,
             schedule="cosine",
             weight_decay=0.0,
             eval_every=max(1, s.max_steps // 5),

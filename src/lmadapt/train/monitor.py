@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,11 @@ class Monitor:
             return
         _truncate_after(self.path, start_step)
         if progress:
-            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+            # Redirected to a file, a bar that redraws every 0.1 s would fill the log.
+            interval = 0.5 if sys.stderr.isatty() else 30.0
+            self._bar = tqdm(
+                total=total_steps, initial=start_step, desc="train", dynamic_ncols=True, mininterval=interval
+            )
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -9,11 +9,11 @@ import torch
 from lmadapt.config import TrainConfig
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float = 0.0) -> float:
     """Multiplier of the peak learning rate at optimizer step `step` (0-based).
 
-    Linear warmup from 1/warmup to 1 over `warmup_steps`, then linear or cosine decay to 0 at
-    `total_steps`, or constant.
+    Linear warmup from 1/warmup to 1 over `warmup_steps`, then linear or cosine decay to
+    `min_ratio` at `total_steps`, or constant.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -22,9 +22,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     progress = min(1.0, progress)
     if schedule == "linear":
-        return 1.0 - progress
+        return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
     if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
@@ -46,5 +46,5 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = round(cfg.warmup_ratio * total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.schedule)
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.schedule, cfg.min_lr_ratio)
     )
