@@ -45,7 +45,9 @@ class DemoSettings:
     batch_size: int = 64
     max_steps: int = 1200
     warmup_steps: int = 100
-    num_threads: int = 1  # tiny matmuls: a second thread costs more in synchronisation than it gains
+    # Measured on 2 cores: 1 thread ~9k tokens/s whatever else runs; 2 threads ~16k on an idle machine
+    # but 0.3-2.4k while another process holds a core. 1 is the safe default; num_threads=2 when idle.
+    num_threads: int = 1
     max_new_tokens: int = 16
     dpo_pairs_per_task: int = 8
     dpo_steps: int = 60
