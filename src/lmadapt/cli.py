@@ -70,6 +70,29 @@ def cmd_eval_rewards(args: argparse.Namespace) -> None:
     print(f"{accuracy}; metrics: {args.out}/metrics.json")
 
 
+def cmd_hint(args: argparse.Namespace) -> None:
+    from lmadapt.config import HintConfig, load_config
+    from lmadapt.recipes import hint
+
+    result = hint.run(load_config(HintConfig, args.config, _recipe_overrides(args)))
+    print(f"HINT run saved to {result.out_dir}")
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    from lmadapt.recipes.hint import run_compile
+
+    result = run_compile(
+        args.model,
+        args.out,
+        task=args.task,
+        instruction=args.instruction,
+        examples=args.examples,
+        encoding=args.encoding,
+        peft=args.peft,
+    )
+    print(f"modules: {result.path}" + (f"; PEFT adapter: {result.peft_dir}" if result.peft_dir else ""))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from lmadapt.config import load_config
     from lmadapt.recipes import demo
@@ -191,6 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reward", help="train a scalar reward model on preference pairs (Bradley-Terry)")
     _add_recipe_args(p)
     p.set_defaults(func=cmd_reward)
+
+    p = sub.add_parser("hint", help="HINT: hypernetwork instruction tuning (instruction read once per task)")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_hint)
+
+    p = sub.add_parser("compile", help="turn an instruction into cached modules with a trained HINT run")
+    p.add_argument("--model", required=True, help="HINT run directory (from `lmadapt hint`)")
+    p.add_argument("--out", required=True, help="module cache directory")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--task", help="a task JSON file in the SuperNI layout")
+    what.add_argument("--instruction", help="the instruction text (definition)")
+    p.add_argument(
+        "--examples", help="JSON list or JSONL of {input, output} demonstrations (with --instruction)"
+    )
+    p.add_argument("--encoding", help="def, def+2pos, ... (default: the run's training encoding)")
+    p.add_argument("--peft", action="store_true", help="also export LoRA-type modules as a PEFT adapter")
+    p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("demo", help="built-in end-to-end demo on a synthetic suite (no downloads, CPU)")
     p.add_argument("--out", default="runs", help="directory under which runs/demo-<time>/ is created")

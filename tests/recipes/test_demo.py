@@ -30,8 +30,10 @@ def test_demo_pipeline_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     text = report.read_text()
     assert "| sft |" in text and "| extra | 1.0 | 2.0 |" in text
     results = json.loads((report.parent / "results.json").read_text())
-    assert [r["name"] for r in results] == ["sft", "dpo", "extra"]
-    dpo = results[1]["extra"]
+    assert [r["name"] for r in results] == ["sft", "hint", "dpo", "extra"]
+    hint = results[1]
+    assert set(hint["scores"]) == set(demo.EVAL_SETS) and hint["trained_tokens"] > 0
+    dpo = results[2]["extra"]
     assert (
         0.0 <= dpo["preference_accuracy_before"] <= 100.0 and 0.0 <= dpo["preference_accuracy_after"] <= 100.0
     )

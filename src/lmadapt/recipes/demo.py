@@ -26,10 +26,11 @@ from lmadapt.errors import LmadaptError
 from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
 from lmadapt.recipes.demo_preference import stage_dpo
 from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult, stage_sft
+from lmadapt.recipes.hint import stage_hint
 
 log = logging.getLogger("lmadapt")
 
-STAGES: list[Callable[[Context], StageResult]] = [stage_sft, stage_dpo]
+STAGES: list[Callable[[Context], StageResult]] = [stage_sft, stage_hint, stage_dpo]
 
 
 def build_base_model(suite: Suite, settings: DemoSettings, out: Path) -> Path:

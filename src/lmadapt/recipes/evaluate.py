@@ -32,6 +32,8 @@ from lmadapt.eval.generate import generate
 from lmadapt.eval.metrics import score
 from lmadapt.eval.predictors import get_predictor, predict
 from lmadapt.eval.prompts import CHAT_TEMPLATE_MODES, PromptEncoder, chat_template_for, fit_superni_prompts
+from lmadapt.hint.predict import predict as hint_predict
+from lmadapt.hint.run import is_hint_run
 from lmadapt.models.load import load_model, load_tokenizer
 
 log = logging.getLogger("lmadapt")
@@ -100,7 +102,8 @@ def run_superni(
 ) -> dict[str, Any]:
     """Evaluate on the test tasks of `split` and write the result files under `out`; returns metrics.json.
 
-    Predictions come from exactly one of: `model` (a local Hugging Face directory; greedy generation),
+    Predictions come from exactly one of: `model` (a local Hugging Face directory, or a HINT run
+    directory from `lmadapt hint`, which predicts with compiled modules; greedy generation),
     `predictor` ("copy-input" or "copy-demo"), or `predictions` (a JSONL file of {"id", "prediction"};
     instances it lacks score as empty). `predictions` may be given with `model`: nothing is generated and
     the model is used only for the compute accounting. `split` is "default", "xlingual", another
@@ -133,8 +136,15 @@ def run_superni(
         predicted = report.read_predictions(predictions, instances)
     elif predictor is not None:
         predicted = predict(predictor, tasks, instances)
-    lm = encoder = prompts = None
-    if model is not None:
+    lm = encoder = prompts = hint_flops = None
+    if model is not None and is_hint_run(model):
+        if predictions is not None:
+            raise ConfigError("--predictions cannot be combined with a HINT run; HINT predicts for itself")
+        # HINT: each task's instruction goes to the hypernetwork once (cached modules), the model
+        # reads only the instance input.
+        hinted = hint_predict(model, instances, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        predicted, hint_flops = hinted.predictions, hinted.flops
+    elif model is not None:
         lm, encoder = _load(model, chat_template)
     if encoder is not None and predictions is None:
         by_name = {task.name: task for task in tasks}
@@ -163,7 +173,7 @@ def run_superni(
     missing = sum(prediction is None for prediction in predicted)
     metrics = report.superni_metrics(results, instances, missing)
     metrics["prompts"] = prompts
-    metrics["flops"] = None
+    metrics["flops"] = hint_flops
     if lm is not None:
         try:
             metrics["flops"] = superni_flops(lm, encoder.tokenizer, instances, predicted, max_new_tokens)

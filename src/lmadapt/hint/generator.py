@@ -1,0 +1,88 @@
+"""The parameter generator: learned component queries cross-attend to the encoded instruction, and one
+small MLP head per component kind turns each attended query into a vector of a module weight.
+
+Queries are laid out kind by kind, then slot by slot, then component by component, so each kind's
+queries are one contiguous block. As in HINT, the cross-attention has no layer norm and every output
+is scaled by 1/sqrt(dim). The heads of kinds that close a module (adapter up-projection and its bias,
+LoRA's B) start at zero, so adapters and LoRA start as no-ops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lmadapt.hint.layout import Layout
+from lmadapt.hint.modules import ComponentKind, GeneratedModules, assemble
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of `dim`-wide queries over `source_dim`-wide states (plain matmuls)."""
+
+    def __init__(self, dim: int, source_dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"generator width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(source_dim, dim)
+        self.v = nn.Linear(source_dim, dim)
+        self.o = nn.Linear(dim, dim)
+
+    def forward(self, queries: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """queries [B, Q, dim], states [B, T, source_dim], mask [B, T] (True = real token) -> [B, Q, dim]."""
+        batch, n_queries, dim = queries.shape
+        head_dim = dim // self.num_heads
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, -1, self.num_heads, head_dim).transpose(1, 2)
+
+        q, k, v = heads(self.q(queries)), heads(self.k(states)), heads(self.v(states))
+        scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(head_dim)
+        scores = scores.masked_fill(~mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
+        mixed = torch.matmul(scores.softmax(dim=-1), v)
+        return self.o(mixed.transpose(1, 2).reshape(batch, n_queries, dim))
+
+
+class ParameterGenerator(nn.Module):
+    def __init__(self, kinds: list[ComponentKind], layout: Layout, source_dim: int, num_heads: int):
+        super().__init__()
+        dim = layout.hidden_size
+        self.kinds = kinds
+        self.layout = layout
+        self.scale = 1.0 / math.sqrt(dim)
+        total = sum(len(kind.slots) * kind.count for kind in kinds)
+        self.queries = nn.Parameter(torch.randn(total, dim) * 0.02)
+        self.attention = CrossAttention(dim, source_dim, num_heads)
+        self.heads = nn.ModuleDict(
+            {
+                kind.name: nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, kind.width))
+                for kind in kinds
+            }
+        )
+        for kind in kinds:
+            if kind.starts_at_zero:
+                nn.init.zeros_(self.heads[kind.name][-1].weight)
+                nn.init.zeros_(self.heads[kind.name][-1].bias)
+
+    @property
+    def num_queries(self) -> int:
+        return self.queries.shape[0]
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> GeneratedModules:
+        """states [B, T, source_dim], mask [B, T] -> {"<slot>.<kind>": tensor with batch B}."""
+        batch = states.shape[0]
+        queries = self.queries.to(states.dtype).unsqueeze(0).expand(batch, -1, -1)
+        attended = self.attention(queries, states, mask)
+        modules: GeneratedModules = {}
+        start = 0
+        for kind in self.kinds:
+            n = len(kind.slots) * kind.count
+            vectors = self.heads[kind.name](attended[:, start : start + n]) * self.scale
+            vectors = vectors.view(batch, len(kind.slots), kind.count, kind.width)
+            for j, slot in enumerate(kind.slots):
+                modules[f"{slot}.{kind.name}"] = assemble(kind.name, vectors[:, j], self.layout)
+            start += n
+        return modules

@@ -1,0 +1,117 @@
+"""A trained HINT run on disk, and loading it back.
+
+Layout of a run directory:
+
+    RUN/
+      hint.json                  format, hypernetwork config, data settings, run_id (content hash)
+      hypernetwork.safetensors   parameter generator (+ separate instruction encoder) weights
+      model/                     underlying model + tokenizer (save_pretrained; plain transformers loads it)
+      modules/                   compiled-instruction cache, <key>.safetensors (see hint.cache)
+      config.yaml, metrics.jsonl, loss.png, checkpoints/, pretrain/   training records
+
+`run_id` hashes the weight files and the configuration, so compiled modules of an older run in the
+same directory are never mistaken for this one's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmadapt.config import HypernetworkConfig, ModelConfig, from_dict, to_dict
+from lmadapt.data.templates import ChatTemplate
+from lmadapt.errors import LmadaptError
+from lmadapt.hint.data import instance_template
+from lmadapt.hint.model import HintModel
+from lmadapt.models.load import load_model, load_tokenizer
+
+FORMAT = "lmadapt-hint/1"
+HINT_FILE = "hint.json"
+HYPERNETWORK_FILE = "hypernetwork.safetensors"
+MODEL_DIR = "model"
+MODULES_DIR = "modules"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the run encoded its data; inference must encode the same way."""
+
+    template: str  # around the instance: "none" or a chat template name
+    encoding: str  # the prompt encoding the run was trained with (e.g. "def+2pos")
+    max_instruction_length: int
+    max_input_length: int
+    instance_format: str = "raw"  # "raw" input or the "tk" instance block
+
+
+@dataclass
+class HintRun:
+    path: Path
+    model: HintModel
+    tokenizer: Any
+    settings: RunSettings
+    run_id: str
+
+    @property
+    def template(self) -> ChatTemplate:
+        return instance_template(self.settings.template, self.tokenizer)
+
+    @property
+    def module_dir(self) -> Path:
+        return self.path / MODULES_DIR
+
+
+def is_hint_run(path: str | Path) -> bool:
+    return (Path(path) / HINT_FILE).is_file()
+
+
+def save_hint_run(model: HintModel, tokenizer: Any, out: str | Path, settings: RunSettings) -> str:
+    """Write the run layout under `out`; returns its run_id."""
+    out = Path(out)
+    model_dir = out / MODEL_DIR
+    model.underlying.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.hypernetwork_state().items()}
+    save_file(weights, str(out / HYPERNETWORK_FILE), metadata={"format": FORMAT})
+    body = {"format": FORMAT, "hypernetwork": to_dict(model.cfg), "settings": asdict(settings)}
+    files = [out / HYPERNETWORK_FILE, model_dir / "config.json", *sorted(model_dir.glob("*.safetensors"))]
+    run_id = _content_hash(files, json.dumps(body, sort_keys=True))
+    (out / HINT_FILE).write_text(json.dumps({**body, "run_id": run_id}, indent=2) + "\n", encoding="utf-8")
+    return run_id
+
+
+def load_hint_run(path: str | Path, device: torch.device | str | None = None, dtype: str = "auto") -> HintRun:
+    """Load a run directory written by `save_hint_run` (the model is returned in eval mode)."""
+    path = Path(path)
+    if not is_hint_run(path):
+        raise LmadaptError(f"{path} is not a HINT run (no {HINT_FILE}); train one with `lmadapt hint CONFIG`")
+    record = json.loads((path / HINT_FILE).read_text(encoding="utf-8"))
+    if record.get("format") != FORMAT:
+        raise LmadaptError(f"{path / HINT_FILE}: unknown format {record.get('format')!r} (expected {FORMAT})")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    underlying, _ = load_model(ModelConfig(path=str(path / MODEL_DIR), dtype=dtype), device)  # type: ignore[arg-type]
+    model = HintModel(underlying.to(device), from_dict(HypernetworkConfig, record["hypernetwork"]))
+    model.load_hypernetwork_state(load_file(str(path / HYPERNETWORK_FILE), device=str(device)))
+    model.eval()
+    return HintRun(
+        path=path,
+        model=model,
+        tokenizer=load_tokenizer(str(path / MODEL_DIR)),
+        settings=RunSettings(**record["settings"]),
+        run_id=record["run_id"],
+    )
+
+
+def _content_hash(files: list[Path], text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8"))
+    for file in files:
+        digest.update(file.name.encode("utf-8"))
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,356 @@
+"""HINT: `lmadapt hint CONFIG [key=value ...]` trains a hypernetwork with its underlying model;
+`lmadapt compile` turns an instruction into a module file; `stage_hint` is the demo's HINT stage.
+
+Training:
+1. Load the underlying model and wrap it with a hypernetwork (`HintModel`, one module for the engine).
+2. Optionally pretrain on plain text (each document cut into A -> hypernetwork, B -> input, C -> target)
+   under RUN/pretrain/.
+3. Finetune on the train tasks of a SuperNI-layout split: the hypernetwork reads each task's
+   instruction (definition + demonstrations), the underlying model only the instance.
+4. Save the run (layout in `lmadapt.hint.run`); `lmadapt.hint.load_hint_run(RUN)` loads it back.
+`data.superni: builtin` generates the synthetic suite in the run and `model.path: builtin` builds the
+demo's tiny Llama on its vocabulary, so a config can run with nothing on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmadapt.config import (
+    HintConfig,
+    HintDataConfig,
+    HintTrainConfig,
+    HypernetworkConfig,
+    ModelConfig,
+    save_config,
+)
+from lmadapt.data.superni import eval_instances, load_split_tasks
+from lmadapt.data.tasks import Demonstration, PromptEncoding, Task, encode_instruction, load_task_json
+from lmadapt.errors import ConfigError, DataError
+from lmadapt.eval.metrics import score
+from lmadapt.hint.cache import compile_instruction, instruction_key, load_modules
+from lmadapt.hint.data import (
+    HintDataset,
+    collate_hint,
+    instance_template,
+    read_documents,
+    split_documents,
+    task_dataset,
+)
+from lmadapt.hint.export import export_peft
+from lmadapt.hint.model import HintModel
+from lmadapt.hint.objective import HintObjective
+from lmadapt.hint.predict import predict
+from lmadapt.hint.run import RunSettings, load_hint_run, save_hint_run
+from lmadapt.models.load import load_model, load_tokenizer
+from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult
+from lmadapt.train.checkpoint import trainable_state
+from lmadapt.train.loop import FitResult, fit, prepare_output_dir, setup_accelerator
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+log = logging.getLogger("lmadapt")
+
+BUILTIN = "builtin"
+PRETRAINED = "pretrained.safetensors"  # trainable weights after pretraining, for resuming into finetuning
+
+
+@dataclass
+class HintResult:
+    out_dir: Path
+    run_id: str
+    model: HintModel
+    fit: FitResult
+
+
+def run(cfg: HintConfig) -> HintResult:
+    if cfg.model.lora.enabled:
+        raise ConfigError("model.lora: HINT generates its own LoRA weights; use hint.modules: [lora] instead")
+    if not cfg.data.superni:
+        raise ConfigError("data.superni is not set: a natural-instructions clone, or 'builtin'")
+    out = prepare_output_dir(cfg.train)
+    save_config(cfg, out / "config.yaml")
+    accelerator = setup_accelerator(cfg.train)
+    cfg = _materialize_builtins(cfg, out)
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
+    underlying, _ = load_model(cfg.model, accelerator.device)
+    torch.manual_seed(cfg.train.seed)  # the generator's initial weights
+    model = HintModel(underlying, cfg.hint)
+    objective = HintObjective(model.kind)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info(
+        "HINT %s: %d slots, %.2fM trainable parameters",
+        model.layout.family,
+        len(model.layout.slots),
+        trainable / 1e6,
+    )
+    if cfg.pretrain.max_steps > 0:
+        pretrain(model, objective, cfg, tokenizer, out, accelerator)
+
+    data, n_train = _task_data(cfg, tokenizer, model.kind)
+    collate = partial(collate_hint, instructions=data.instructions, pad_token_id=tokenizer.pad_token_id)
+    train = [x for x in data.examples if x.instruction < n_train]
+    evals = [x for x in data.examples if x.instruction >= n_train]
+    log.info("%d training instances of %d tasks, %d evaluation instances", len(train), n_train, len(evals))
+    result = fit(model, objective, train, collate, cfg.train, out, accelerator, evals)
+    run_id = ""
+    if accelerator.is_main_process:
+        settings = RunSettings(
+            template=cfg.data.template,
+            encoding=cfg.data.encoding,
+            max_instruction_length=cfg.hint.max_instruction_length,
+            max_input_length=cfg.data.max_input_length,
+            instance_format=cfg.data.instance_format,
+        )
+        run_id = save_hint_run(accelerator.unwrap_model(model), tokenizer, out, settings)
+    final = {k: round(v, 4) for k, v in result.final_metrics.items()}
+    log.info("trained %d steps, %d tokens; final %s", result.state.step, result.state.trained_tokens, final)
+    return HintResult(out, run_id, accelerator.unwrap_model(model), result)
+
+
+def _task_data(cfg: HintConfig, tokenizer: Any, kind: str) -> tuple[HintDataset, int]:
+    """One instruction table for the train tasks (rows < the returned count) and any eval tasks after them."""
+    d = cfg.data
+    tasks = load_split_tasks(d.superni, d.split, "train", d.max_instances_per_task, seed=d.seed)
+    n_train = len(tasks)
+    if d.eval_instances_per_task > 0:
+        tasks += load_split_tasks(d.superni, d.split, "test", d.eval_instances_per_task, seed=d.seed)
+    data = task_dataset(
+        tasks,
+        PromptEncoding.parse(d.encoding),
+        tokenizer,
+        instance_template(d.template, tokenizer),
+        kind,
+        cfg.hint.max_instruction_length,
+        d.max_input_length,
+        d.max_target_length,
+        d.instance_format,
+    )
+    return data, n_train
+
+
+def pretrain(
+    model: HintModel,
+    objective: HintObjective,
+    cfg: HintConfig,
+    tokenizer: Any,
+    out: Path,
+    accelerator: Accelerator,
+) -> None:
+    """A/B/C pretraining under RUN/pretrain/ (resumable; skipped when a resumed run already finished it)."""
+    stage = out / "pretrain"
+    done = stage / PRETRAINED
+    params = dict(model.named_parameters())
+    if done.is_file():
+        with torch.no_grad():
+            for name, value in load_file(str(done)).items():
+                params[name].copy_(value)
+        log.info("pretraining already done: loaded %s", done)
+        return
+    documents = read_documents(cfg.pretrain.sources, cfg.pretrain.max_documents)
+    data = split_documents(
+        documents,
+        tokenizer,
+        model.kind,
+        cfg.data.seed,
+        cfg.hint.max_instruction_length,
+        cfg.data.max_input_length,
+        cfg.data.max_target_length,
+    )
+    log.info("pretraining on %d A/B/C examples from %d documents", len(data.examples), len(documents))
+    stage.mkdir(parents=True, exist_ok=True)
+    train_cfg = replace(
+        cfg.train, output_dir=str(stage), max_steps=cfg.pretrain.max_steps, lr=cfg.pretrain.lr, eval_every=0
+    )
+    collate = partial(collate_hint, instructions=data.instructions, pad_token_id=tokenizer.pad_token_id)
+    fit(model, objective, data.examples, collate, train_cfg, stage, accelerator)
+    if accelerator.is_main_process:
+        save_file(trainable_state(accelerator.unwrap_model(model)), str(done))
+
+
+def _materialize_builtins(cfg: HintConfig, out: Path) -> HintConfig:
+    """Generate the synthetic suite (data.superni: builtin) and the demo's Llama (model.path: builtin)."""
+    if BUILTIN not in (cfg.data.superni, cfg.model.path):
+        return cfg
+    if cfg.data.superni != BUILTIN:
+        raise ConfigError(
+            "model.path: builtin needs data.superni: builtin (its vocabulary comes from the suite)"
+        )
+    from lmadapt.data.synthetic import build_suite, export_superni
+    from lmadapt.recipes.demo import build_base_model  # demo.py imports this module: import it late
+
+    d = cfg.data
+    suite = build_suite(
+        seed=d.seed,
+        train_instances=d.max_instances_per_task,
+        eval_instances=max(d.eval_instances_per_task, 1),
+    )
+    data = replace(d, superni=str(export_superni(suite, out / "suite")))
+    model = cfg.model
+    if model.path == BUILTIN:
+        path = build_base_model(suite, DemoSettings(seed=cfg.train.seed), out / "base-model")
+        model = replace(model, path=str(path), tokenizer="")
+    return replace(cfg, data=data, model=model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiling instructions
+
+
+@dataclass
+class CompileResult:
+    path: Path  # the module file, <out>/<key>.safetensors
+    key: str
+    instruction: str  # the exact text the hypernetwork read
+    peft_dir: Path | None
+
+
+def run_compile(
+    model: str | Path,
+    out: str | Path,
+    *,
+    task: str | Path | None = None,
+    instruction: str | None = None,
+    examples: str | Path | None = None,
+    encoding: str | None = None,
+    peft: bool = False,
+) -> CompileResult:
+    """`lmadapt compile --model RUN (--task TASK.json | --instruction TEXT [--examples FILE]) --out DIR`.
+
+    The instruction is rendered as in training: a task file with `encoding` (default: the run's), or
+    TEXT as the definition followed by the demonstrations of FILE (a JSON list or JSONL of
+    {"input", "output"}; default encoding "def+<n>pos" for n of them). With `peft`, the modules are also
+    exported as a PEFT LoRA adapter under <out>/peft-<key prefix>/.
+    """
+    if (task is None) == (instruction is None):
+        raise ConfigError("give exactly one of --task TASK.json or --instruction TEXT")
+    if examples is not None and task is not None:
+        raise ConfigError("--examples goes with --instruction; a task file carries its own examples")
+    hint_run = load_hint_run(model)
+    if task is not None:
+        source = load_task_json(task)
+        default = hint_run.settings.encoding
+    else:
+        demos = read_demonstrations(examples) if examples is not None else []
+        source = Task("instruction", str(instruction), demos, [], [], [])
+        default = "def" + (f"+{len(demos)}pos" if demos else "")
+    text = encode_instruction(source, PromptEncoding.parse(encoding or default))
+    path = compile_instruction(hint_run, text, out)
+    peft_dir = None
+    key = instruction_key(hint_run.run_id, text)
+    if peft:
+        modules, _ = load_modules(path)
+        peft_dir = export_peft(hint_run, modules, Path(out) / f"peft-{key[:12]}")
+    return CompileResult(path, key, text, peft_dir)
+
+
+def read_demonstrations(path: str | Path) -> list[Demonstration]:
+    """Demonstrations from a JSON list or a JSONL file of {"input": str, "output": str} objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"examples file {path} not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        try:
+            records = [(n, json.loads(line)) for n, line in lines]
+        except json.JSONDecodeError as err:
+            raise DataError(path, None, None, f"invalid JSON line: {err.msg}") from None
+    else:
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(path, err.lineno, None, f"invalid JSON: {err.msg}") from None
+        if not isinstance(loaded, list):
+            raise DataError(path, None, None, "expected a JSON list of {input, output} objects")
+        records = list(enumerate(loaded, start=1))  # element index + 1 stands for the line
+    demos = []
+    for number, record in records:
+        for field_name in ("input", "output"):
+            if not isinstance(record, dict) or not isinstance(record.get(field_name), str):
+                raise DataError(path, number, field_name, "expected a string")
+        demos.append(Demonstration(record["input"], record["output"]))
+    return demos
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo's HINT stage
+
+DEMO_MODULES = HypernetworkConfig(adapter_size=32, prefix_length=8)
+
+
+def stage_hint(ctx: Context) -> StageResult:
+    """HINT at the SFT stage's underlying model and training budget (steps, batch, schedule), evaluated on
+    the same three sets with compiled modules; FLOPs and wall time per instance go to `extra`."""
+    s = ctx.settings
+    cfg = HintConfig(
+        model=ModelConfig(path=str(ctx.base_model)),
+        hint=DEMO_MODULES,
+        data=HintDataConfig(
+            superni=str(ctx.suite_dir),
+            encoding=str(ctx.encoding),
+            max_instances_per_task=s.train_instances,
+            template="tulu",
+            max_input_length=192,
+            max_target_length=64,
+            seed=s.seed,
+        ),
+        # The SFT stage's optimisation, field for field.
+        train=HintTrainConfig(
+            output_dir=str(ctx.out / "hint"),
+            seed=s.seed,
+            max_steps=s.max_steps,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            betas=s.betas,
+            warmup_ratio=s.warmup_steps / s.max_steps,
+            min_lr_ratio=s.min_lr_ratio,
+            num_threads=s.num_threads,
+            schedule="cosine",
+            weight_decay=0.0,
+            log_every=10,
+        ),
+    )
+    start = time.perf_counter()
+    result = run(cfg)
+    seconds = time.perf_counter() - start
+    hint_run = load_hint_run(result.out_dir)
+    scores, per_family, flops, seconds_per_instance = {}, {}, {}, {}
+    for set_name, tasks in ctx.suite.eval_sets().items():
+        instances = eval_instances(tasks, ctx.encoding)
+        predicted = predict(hint_run, instances, max_new_tokens=s.max_new_tokens, batch_size=64)
+        refs = [x.references for x in instances]
+        scored = score(predicted.predictions, refs, categories=[x.category for x in instances])["default"]
+        scores[set_name] = {"exact_match": scored["exact_match"], "rougeL": scored["rougeL"]}
+        per_family[set_name] = {
+            k.removeprefix("exact_match_for_"): v
+            for k, v in scored["per_category"].items()
+            if k.startswith("exact_match_for_")
+        }
+        flops[set_name] = predicted.flops
+        seconds_per_instance[set_name] = predicted.seconds / len(instances)
+    return StageResult(
+        name="hint",
+        description=f"HINT: the hypernetwork reads the instruction once per task ({ctx.encoding})",
+        scores=scores,
+        per_family=per_family,
+        train_seconds=seconds,
+        trained_tokens=result.fit.state.trained_tokens,
+        run_dir=result.out_dir,
+        extra={
+            "flops": flops,
+            "flops_per_instance": {k: v["hint"]["per_instance"] for k, v in flops.items()},
+            "concatenation_over_hint_flops": {k: v["concatenation_over_hint"] for k, v in flops.items()},
+            "seconds_per_instance": seconds_per_instance,
+        },
+    )

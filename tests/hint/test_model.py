@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmadapt.config import HypernetworkConfig
+from lmadapt.errors import LmadaptError
+from lmadapt.hint.model import HintModel
+
+ALL_KINDS = HypernetworkConfig(
+    modules=["adapter", "prefix", "lora"], adapter_size=4, prefix_length=3, lora_rank=2
+)
+
+
+def _batch(kind: str):
+    """Two examples with different input, instruction and target lengths (right-padded)."""
+    inputs = [[5, 6, 7, 8, 9, 1], [11, 12, 1]]
+    instructions = [[20, 21, 22, 23, 1], [30, 31, 1]]
+    labels = [[40, 41, 1], [42, 1]] if kind == "seq2seq" else None
+    return inputs, instructions, labels
+
+
+def _pad(rows, value):
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+
+
+def _forward(model, inputs, instructions, labels, index=None):
+    ids = _pad(inputs, 0)
+    instr = _pad(instructions, 0)
+    causal_labels = _pad(inputs, -100) if labels is None else _pad(labels, -100)
+    return model(
+        ids,
+        (ids != 0).long(),
+        instr,
+        (instr != 0).long(),
+        instruction_index=index,
+        labels=causal_labels,
+    )
+
+
+def _base_logits(base, inputs, labels):
+    ids = _pad(inputs, 0)
+    extra = {}
+    if labels is not None:
+        extra["decoder_input_ids"] = base.prepare_decoder_input_ids_from_labels(labels=_pad(labels, -100))
+    with torch.no_grad():
+        return base(input_ids=ids, attention_mask=(ids != 0).long(), **extra).logits
+
+
+def test_installed_but_inactive_hooks_leave_the_model_exact(make_model, family):
+    base = make_model(family)
+    inputs, _, labels = _batch("seq2seq" if family == "t5" else "causal")
+    expected = _base_logits(base, inputs, labels)
+    model = HintModel(base, ALL_KINDS)
+    assert model.underlying.config._attn_implementation == "lmadapt_hint_sdpa"
+    assert torch.equal(_base_logits(model.underlying, inputs, labels), expected)
+
+
+def test_zero_adapters_and_lora_give_the_base_model(make_model, family, randomize):
+    base = make_model(family)
+    kind = "seq2seq" if family == "t5" else "causal"
+    inputs, instructions, labels = _batch(kind)
+    expected = _base_logits(base, inputs, labels)
+    cfg = HypernetworkConfig(modules=["adapter", "lora"], adapter_size=4, lora_rank=2, fusion=False)
+    model = HintModel(base, cfg)
+    randomize(model.generator)
+    with torch.no_grad():
+        instr = _pad(instructions, 0)
+        modules = model.generate_modules(instr, (instr != 0).long())
+        assert all(t.abs().sum() > 0 for t in modules.values())  # the hooks really receive weights
+        zero = {name: torch.zeros_like(t) for name, t in modules.items()}
+        with model.injection.active(zero):
+            got = _base_logits(model.underlying, inputs, labels)
+        with model.injection.active(modules):
+            changed = _base_logits(model.underlying, inputs, labels)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    assert (changed - expected).abs().max() > 1e-3
+
+
+def test_gradients_reach_the_generator_and_the_shared_encoder(make_model, family):
+    model = HintModel(make_model(family), ALL_KINDS).train()
+    inputs, instructions, labels = _batch("seq2seq" if family == "t5" else "causal")
+    _forward(model, inputs, instructions, labels).square().mean().backward()
+    gen = model.generator
+    for tensor in [gen.queries, gen.attention.q.weight, gen.attention.k.weight, gen.attention.o.weight]:
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
+    # Heads that start at zero (adapter up, LoRA B) get gradients at once; their partners (adapter down,
+    # LoRA A) only after the first update, exactly as zero-initialised LoRA B blocks LoRA A's gradient.
+    for name, head in gen.heads.items():
+        got = head[-1].weight.grad.abs().sum()
+        assert (got > 0) == (name not in ("adapter_down", "adapter_down_bias", "lora_q_a", "lora_v_a")), name
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad()
+    _forward(model, inputs, instructions, labels).square().mean().backward()
+    for name, head in gen.heads.items():
+        assert head[-1].weight.grad.abs().sum() > 0, name
+    # The instruction is read by the underlying model's own encoder: its first layer learns from both paths.
+    first = model.underlying.encoder.block[0] if family == "t5" else model.underlying.model.layers[0]
+    assert next(first.parameters()).grad.abs().sum() > 0
+
+
+def test_mixed_task_batch_equals_each_example_alone(make_model, family, randomize):
+    kind = "seq2seq" if family == "t5" else "causal"
+    model = HintModel(make_model(family), ALL_KINDS)
+    randomize(model.generator, scale=0.2)
+    inputs, instructions, labels = _batch(kind)
+    with torch.no_grad():
+        together = _forward(model, inputs, instructions, labels)
+        for i in range(2):
+            alone = _forward(
+                model,
+                inputs[i : i + 1],
+                instructions[i : i + 1],
+                None if labels is None else labels[i : i + 1],
+            )
+            length = len(inputs[i]) if labels is None else len(labels[i])
+            torch.testing.assert_close(together[i, :length], alone[0, :length], atol=1e-5, rtol=1e-5)
+        # Examples sharing an instruction can point at one encoded copy of it.
+        shared = _forward(
+            model,
+            inputs + inputs[:1],
+            instructions,
+            None if labels is None else labels + labels[:1],
+            index=torch.tensor([0, 1, 0]),
+        )
+        torch.testing.assert_close(shared[:2], together, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(shared[2], together[0], atol=1e-5, rtol=1e-5)
+    assert model.hypernetwork_passes == 4
+
+
+def test_separate_encoder_starts_as_a_plain_copy_without_modules(make_model, family):
+    torch.manual_seed(3)
+    shared = HintModel(make_model(family), ALL_KINDS)
+    torch.manual_seed(3)
+    separate = HintModel(
+        make_model(family), HypernetworkConfig(**{**ALL_KINDS.__dict__, "encoder": "separate"})
+    )
+    instr = torch.tensor([[20, 21, 22, 1]])
+    with torch.no_grad():
+        a = shared.generate_modules(instr, torch.ones_like(instr))
+        b = separate.generate_modules(instr, torch.ones_like(instr))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    assert any(k.startswith("instruction_encoder.") for k in separate.hypernetwork_state())
+    assert not any(k.startswith("instruction_encoder.") for k in shared.hypernetwork_state())
+
+
+def test_frozen_underlying_model_trains_only_the_hypernetwork(make_model):
+    model = HintModel(
+        make_model("llama"), HypernetworkConfig(freeze_underlying=True, adapter_size=4, prefix_length=2)
+    )
+    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"generator"}
+
+
+def test_decoder_only_fusion_reproduces_the_concatenated_sequence(make_model):
+    """Fused instruction keys/values plus continued positions: with the generated modules at zero, the
+    instance's logits are those of the base model reading [instruction; instance] as one sequence."""
+    base = make_model("llama")
+    instructions, inputs = [[20, 21, 22, 23, 24], [30, 31]], [[5, 6, 7], [8, 9, 10, 11]]
+    with torch.no_grad():
+        expected = [
+            base(input_ids=torch.tensor([i + x])).logits[0, len(i) :]
+            for i, x in zip(instructions, inputs, strict=True)
+        ]
+    model = HintModel(base, HypernetworkConfig(modules=["adapter"], adapter_size=2, fusion=True))
+    instr, ids = _pad(instructions, 0), _pad(inputs, 0)
+    with torch.no_grad():
+        modules = model.generate_modules(instr, (instr != 0).long())
+        modules = {
+            k: v if ".fusion" in k or k.startswith("fusion") else torch.zeros_like(v)
+            for k, v in modules.items()
+        }
+        with model.injection.active(modules):
+            got = model.underlying(input_ids=ids, attention_mask=(ids != 0).long()).logits
+    for row, x in enumerate(inputs):
+        torch.testing.assert_close(got[row, : len(x)], expected[row], atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_only_fusion_generates_like_the_concatenated_prompt(make_model):
+    from transformers import ByT5Tokenizer
+
+    from lmadapt.eval.generate import generate
+
+    base, tok = make_model("llama"), ByT5Tokenizer()
+    instruction, inputs = [20, 21, 22, 23, 24], [[5, 6, 7], [8, 9, 10, 11, 12]]
+    expected = generate(base, tok, [instruction + x for x in inputs], max_new_tokens=5, batch_size=2)
+    model = HintModel(base, HypernetworkConfig(modules=["lora"], lora_rank=2, fusion=True))
+    instr = torch.tensor([instruction])
+    with torch.no_grad():
+        modules = model.generate_modules(instr, torch.ones_like(instr))  # LoRA B starts at zero
+    with model.injection.active(modules):
+        got = generate(model.underlying, tok, inputs, max_new_tokens=5, batch_size=2)  # left-padded batch
+    assert got == expected and any(got)
+
+
+def test_a_model_takes_one_injection(make_model):
+    base = make_model("llama")
+    HintModel(base, ALL_KINDS)
+    with pytest.raises(LmadaptError, match="already carries"):
+        HintModel(base, ALL_KINDS)

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from lmadapt.config import (
+    HintConfig,
+    HintDataConfig,
+    HintPretrainConfig,
+    HintTrainConfig,
+    HypernetworkConfig,
+    ModelConfig,
+)
+from lmadapt.data.superni import load_superni
+from lmadapt.data.synthetic import FAMILIES, build_suite, export_superni
+from lmadapt.data.tasks import PromptEncoding
+from lmadapt.errors import ConfigError
+from lmadapt.hint import is_hint_run, load_hint_run, load_modules, predict
+from lmadapt.hint.run import HYPERNETWORK_FILE, MODEL_DIR
+from lmadapt.recipes import demo, hint
+
+SMALL = HypernetworkConfig(adapter_size=4, prefix_length=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def suite_dir(tmp_path: Path) -> Path:
+    suite = build_suite(
+        train_instances=6, eval_instances=2, families=(FAMILIES[0], FAMILIES[1], FAMILIES[-1])
+    )
+    return export_superni(suite, tmp_path / "suite")
+
+
+def _config(model_dir: Path, suite: Path, out: Path, steps: int, **train) -> HintConfig:
+    return HintConfig(
+        model=ModelConfig(path=str(model_dir)),
+        hint=SMALL,
+        data=HintDataConfig(superni=str(suite), encoding="def+1pos", max_instances_per_task=3),
+        train=HintTrainConfig(
+            output_dir=str(out),
+            max_steps=steps,
+            batch_size=4,
+            lr=1e-3,
+            progress=False,
+            num_threads=1,
+            **train,
+        ),
+    )
+
+
+def test_hint_trains_saves_and_predicts(tiny_llama_dir, suite_dir, tmp_path):
+    result = hint.run(_config(tiny_llama_dir, suite_dir, tmp_path / "run", steps=3))
+    out = result.out_dir
+    assert (
+        is_hint_run(out)
+        and (out / HYPERNETWORK_FILE).is_file()
+        and (out / MODEL_DIR / "config.json").is_file()
+    )
+    assert result.fit.state.step == 3 and result.fit.state.trained_tokens > 0
+    run = load_hint_run(out)
+    assert run.run_id == result.run_id and run.settings.encoding == "def+1pos"
+    instances = load_superni(suite_dir, encoding="def+1pos", max_instances=2)
+    predicted = predict(run, instances, max_new_tokens=4, batch_size=4)
+    tasks = {x.task for x in instances}
+    assert len(predicted.predictions) == len(instances) and predicted.compiled == len(tasks)
+    assert len(list((out / "modules").glob("*.safetensors"))) == len(tasks)
+
+
+def test_resumed_run_ends_with_the_same_weights(tiny_llama_dir, suite_dir, tmp_path):
+    straight = hint.run(_config(tiny_llama_dir, suite_dir, tmp_path / "a", steps=4))
+    hint.run(_config(tiny_llama_dir, suite_dir, tmp_path / "b", steps=3, save_every=2))
+    resumed = hint.run(_config(tiny_llama_dir, suite_dir, tmp_path / "b", steps=4, resume=True))
+    assert resumed.fit.state.step == 4
+    a, b = (
+        load_file(str(straight.out_dir / HYPERNETWORK_FILE)),
+        load_file(str(resumed.out_dir / HYPERNETWORK_FILE)),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.run_id == resumed.run_id
+
+
+def test_seq2seq_with_pretraining_and_a_separate_encoder(tiny_t5_dir, suite_dir, tmp_path):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(f"document {i} has some plain text in it" for i in range(8)))
+    cfg = _config(tiny_t5_dir, suite_dir, tmp_path / "t5", steps=2)
+    cfg.hint = HypernetworkConfig(encoder="separate", adapter_size=4, prefix_length=2)
+    cfg.pretrain = HintPretrainConfig(sources=[str(docs)], max_steps=2, lr=1e-3)
+    result = hint.run(cfg)
+    assert (result.out_dir / "pretrain" / hint.PRETRAINED).is_file()
+    assert (
+        json.loads((result.out_dir / "pretrain" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
+    )
+    run = load_hint_run(result.out_dir)
+    assert run.model.kind == "seq2seq" and run.model.instruction_encoder is not None
+
+
+def test_compile_from_a_task_file_or_an_instruction_with_examples(tiny_llama_dir, suite_dir, tmp_path):
+    cfg = _config(tiny_llama_dir, suite_dir, tmp_path / "lora", steps=1)
+    cfg.hint = HypernetworkConfig(modules=["lora"], lora_rank=2, fusion=False)
+    run_dir = hint.run(cfg).out_dir
+    task = sorted((suite_dir / "tasks").glob("*.json"))[0]
+    from_task = hint.run_compile(run_dir, tmp_path / "compiled", task=task, peft=True)
+    _modules, meta = load_modules(from_task.path)
+    assert meta["instruction"] == from_task.instruction and "Positive Example 1" in from_task.instruction
+    assert (from_task.peft_dir / "adapter_model.safetensors").is_file()
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text('{"input": "a b", "output": "b a"}\n{"input": "c d", "output": "d c"}\n')
+    from_text = hint.run_compile(
+        run_dir, tmp_path / "compiled", instruction="reverse the list", examples=examples
+    )
+    assert from_text.instruction.startswith("Definition: reverse the list.")
+    assert "Positive Example 2 -" in from_text.instruction and from_text.path != from_task.path
+    with pytest.raises(ConfigError):
+        hint.run_compile(run_dir, tmp_path / "compiled", task=task, instruction="x")
+
+
+def test_demo_stage_matches_the_sft_budget_and_reports_compute(tmp_path, monkeypatch):
+    # The engine uses one thread per core by default; on a shared CPU two threads contend.
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    settings = demo.DemoSettings(
+        max_steps=2,
+        train_instances=4,
+        eval_instances=2,
+        hidden_size=32,
+        num_layers=1,
+        batch_size=4,
+        max_new_tokens=4,
+    )
+    suite = build_suite(train_instances=4, eval_instances=2, families=(FAMILIES[0], FAMILIES[-1]))
+    ctx = demo.Context(
+        out=tmp_path,
+        settings=settings,
+        suite=suite,
+        suite_dir=export_superni(suite, tmp_path / "suite"),
+        base_model=demo.build_base_model(suite, settings, tmp_path / "base"),
+        encoding=PromptEncoding.parse("def+2pos"),
+    )
+    result = hint.stage_hint(ctx)
+    assert result.name == "hint" and set(result.scores) == set(demo.EVAL_SETS)
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["model"]["path"] == str(ctx.base_model)
+    assert (saved["train"]["max_steps"], saved["train"]["batch_size"], saved["train"]["lr"]) == (
+        2,
+        4,
+        settings.lr,
+    )
+    assert result.extra["concatenation_over_hint_flops"]["heldout_families"] > 1
+    assert result.extra["flops_per_instance"]["heldout_families"] > 0
+    run = load_hint_run(result.run_dir)
+    assert run.settings.template == "tulu"
