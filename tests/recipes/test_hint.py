@@ -160,3 +160,18 @@ def test_demo_stage_matches_the_sft_budget_and_reports_compute(tmp_path, monkeyp
     assert result.extra["flops_per_instance"]["heldout_families"] > 0
     run = load_hint_run(result.run_dir)
     assert run.settings.template == "tulu"
+
+
+def test_eval_superni_on_a_hint_run_uses_compiled_modules(tiny_llama_dir, suite_dir, tmp_path):
+    from lmadapt.recipes.evaluate import run_superni
+
+    run_dir = hint.run(_config(tiny_llama_dir, suite_dir, tmp_path / "run", steps=2)).out_dir
+    metrics = run_superni(
+        suite_dir, tmp_path / "eval", encoding="def+1pos", model=str(run_dir), max_new_tokens=4, batch_size=4
+    )
+    instances = load_superni(suite_dir, encoding="def+1pos")
+    lines = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == len(instances)
+    # One compiled module file per test task: the instruction was read once per task.
+    assert len(list((run_dir / "modules").glob("*.safetensors"))) == len({x.task for x in instances})
+    assert metrics["flops"] is not None and "error" not in metrics["flops"]

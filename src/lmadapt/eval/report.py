@@ -203,6 +203,29 @@ def _prompts_line(prompts: Mapping[str, Any] | None) -> list[str]:
 def _compute_section(flops: Mapping[str, Any]) -> list[str]:
     if "error" in flops:
         return ["## Inference compute", "", f"Not computed: {flops['error']}", ""]
+    if "hint" in flops:  # a HINT run: its real cost (hypernetwork included) against concatenation's
+        concat, hint = flops["concatenation"], flops["hint"]
+        rows = [
+            [
+                "concatenation (instruction + input per instance)",
+                f"{concat['per_instance']:.4g}",
+                f"{concat['total']:.4g}",
+            ],
+            [
+                "HINT (hypernetwork once per task, input per instance)",
+                f"{hint['per_instance']:.4g}",
+                f"{hint['total']:.4g}",
+            ],
+        ]
+        return [
+            "## Inference compute (analytic matmul FLOPs)",
+            "",
+            _table(["processing", "FLOPs per instance", "FLOPs total"], rows),
+            "",
+            f"Concatenation / HINT: {flops['concatenation_over_hint']:.2f}x "
+            f"({flops['num_tasks']} tasks, {flops['num_instances']} instances).",
+            "",
+        ]
     concat, once = flops["concatenation"], flops["instruction_once"]
     tokens = flops["mean_tokens"]
     rows = [
