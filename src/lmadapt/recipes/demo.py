@@ -17,42 +17,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from lmadapt.config import save_config, to_dict
-from lmadapt.data.synthetic import EVAL_SETS, Suite, build_suite, export_superni
-from lmadapt.data.tasks import PromptEncoding, task_to_json
+from lmadapt.data.synthetic import EVAL_SETS, build_suite, export_superni
+from lmadapt.data.tasks import PromptEncoding
 from lmadapt.errors import LmadaptError
-from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
 from lmadapt.recipes.demo_preference import stage_dpo
-from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult, stage_sft
+from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult, build_base_model, stage_sft
 from lmadapt.recipes.hint import stage_hint
 
 log = logging.getLogger("lmadapt")
 
 STAGES: list[Callable[[Context], StageResult]] = [stage_sft, stage_hint, stage_dpo]
-
-
-def build_base_model(suite: Suite, settings: DemoSettings, out: Path) -> Path:
-    corpus = [
-        json.dumps(task_to_json(t)) for tasks in (suite.train, *suite.eval_sets().values()) for t in tasks
-    ]
-    corpus += ["Definition Positive Example Input Output Now complete the following example - : . ,"]
-    tokenizer = word_level_tokenizer(corpus)
-    torch.manual_seed(settings.seed)
-    model = tiny_llama(
-        len(tokenizer),
-        hidden_size=settings.hidden_size,
-        num_layers=settings.num_layers,
-        num_heads=settings.num_heads,
-        tokenizer=tokenizer,
-        tie_word_embeddings=True,
-    )
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    params = sum(p.numel() for p in model.parameters())
-    log.info("base model: %.2fM parameters, vocabulary %d words", params / 1e6, len(tokenizer))
-    return out
 
 
 def run(out_root: str | Path = "runs", settings: DemoSettings | None = None) -> Path:

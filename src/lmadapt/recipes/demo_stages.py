@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmadapt.config import DataConfig, ModelConfig, SFTConfig, SourceConfig, TrainConfig
 from lmadapt.data.synthetic import EVAL_SETS, Suite
-from lmadapt.data.tasks import PromptEncoding, Task, encode_prompt
+from lmadapt.data.tasks import PromptEncoding, Task, encode_prompt, task_to_json
+from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
 from lmadapt.recipes import sft
 from lmadapt.recipes.evaluate import run_superni
 
@@ -118,6 +121,25 @@ def evaluate_run(model_dir: Path, ctx: Context, out: Path) -> tuple[dict, dict, 
     return scores, per_family, flops
 
 
+def training_budget(ctx: Context, name: str) -> dict[str, Any]:
+    """The optimisation every from-scratch stage shares, so stage comparisons are compute-matched."""
+    s = ctx.settings
+    return {
+        "output_dir": str(ctx.out / name),
+        "seed": s.seed,
+        "max_steps": s.max_steps,
+        "batch_size": s.batch_size,
+        "lr": s.lr,
+        "betas": s.betas,
+        "warmup_ratio": s.warmup_steps / s.max_steps,
+        "min_lr_ratio": s.min_lr_ratio,
+        "num_threads": s.num_threads,
+        "schedule": "cosine",
+        "weight_decay": 0.0,
+        "log_every": 10,
+    }
+
+
 def stage_sft(ctx: Context) -> StageResult:
     """Tk-Instruct-style SFT: the instruction is concatenated with every instance input."""
     s = ctx.settings
@@ -137,21 +159,7 @@ def stage_sft(ctx: Context) -> StageResult:
             cache_dir=str(ctx.out / "cache"),
             seed=s.seed,
         ),
-        train=TrainConfig(
-            output_dir=str(ctx.out / "sft"),
-            seed=s.seed,
-            max_steps=s.max_steps,
-            batch_size=s.batch_size,
-            lr=s.lr,
-            betas=s.betas,
-            warmup_ratio=s.warmup_steps / s.max_steps,
-            min_lr_ratio=s.min_lr_ratio,
-            num_threads=s.num_threads,
-            schedule="cosine",
-            weight_decay=0.0,
-            eval_every=max(1, s.max_steps // 5),
-            log_every=10,
-        ),
+        train=TrainConfig(**training_budget(ctx, "sft"), eval_every=max(1, s.max_steps // 5)),
     )
     start = time.perf_counter()
     result = sft.run(cfg)
@@ -167,3 +175,25 @@ def stage_sft(ctx: Context) -> StageResult:
         run_dir=result.out_dir,
         extra={"flops": flops},
     )
+
+
+def build_base_model(suite: Suite, settings: DemoSettings, out: Path) -> Path:
+    corpus = [
+        json.dumps(task_to_json(t)) for tasks in (suite.train, *suite.eval_sets().values()) for t in tasks
+    ]
+    corpus += ["Definition Positive Example Input Output Now complete the following example - : . ,"]
+    tokenizer = word_level_tokenizer(corpus)
+    torch.manual_seed(settings.seed)
+    model = tiny_llama(
+        len(tokenizer),
+        hidden_size=settings.hidden_size,
+        num_layers=settings.num_layers,
+        num_heads=settings.num_heads,
+        tokenizer=tokenizer,
+        tie_word_embeddings=True,
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    params = sum(p.numel() for p in model.parameters())
+    log.info("base model: %.2fM parameters, vocabulary %d words", params / 1e6, len(tokenizer))
+    return out

@@ -52,7 +52,7 @@ from lmadapt.hint.objective import HintObjective
 from lmadapt.hint.predict import predict
 from lmadapt.hint.run import RunSettings, load_hint_run, save_hint_run
 from lmadapt.models.load import load_model, load_tokenizer
-from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult
+from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult, build_base_model, training_budget
 from lmadapt.train.checkpoint import trainable_state
 from lmadapt.train.loop import FitResult, fit, prepare_output_dir, setup_accelerator
 
@@ -187,7 +187,6 @@ def _materialize_builtins(cfg: HintConfig, out: Path) -> HintConfig:
             "model.path: builtin needs data.superni: builtin (its vocabulary comes from the suite)"
         )
     from lmadapt.data.synthetic import build_suite, export_superni
-    from lmadapt.recipes.demo import build_base_model  # demo.py imports this module: import it late
 
     d = cfg.data
     suite = build_suite(
@@ -305,21 +304,7 @@ def stage_hint(ctx: Context) -> StageResult:
             max_target_length=64,
             seed=s.seed,
         ),
-        # The SFT stage's optimisation, field for field.
-        train=HintTrainConfig(
-            output_dir=str(ctx.out / "hint"),
-            seed=s.seed,
-            max_steps=s.max_steps,
-            batch_size=s.batch_size,
-            lr=s.lr,
-            betas=s.betas,
-            warmup_ratio=s.warmup_steps / s.max_steps,
-            min_lr_ratio=s.min_lr_ratio,
-            num_threads=s.num_threads,
-            schedule="cosine",
-            weight_decay=0.0,
-            log_every=10,
-        ),
+        train=HintTrainConfig(**training_budget(ctx, "hint")),  # the SFT stage's, field for field
     )
     start = time.perf_counter()
     result = run(cfg)
