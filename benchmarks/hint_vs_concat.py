@@ -5,7 +5,7 @@
 Both arms are the `lmadapt demo` stages (`demo.stage_sft`, `hint.stage_hint`): the same tiny Llama
 built from the built-in suite's vocabulary, the same steps, batch size (32), learning rate and
 schedule, def+2pos prompts (the concatenation model reads them whole; HINT's hypernetwork reads the
-instruction and the underlying model the raw instance input). They are then compared on the held-out
+instruction, the underlying model only "Input: <x>. Output:"). They are then compared on the held-out
 families (every phrasing, 100 instances per task): ROUGE-L and exact match (SuperNI metric), inference
 FLOPs per instance (analytic, matmuls, each arm's real prompt and output lengths; HINT includes one
 hypernetwork pass per task) and wall time per instance (greedy generation in batches of 64; HINT

@@ -338,9 +338,9 @@ class HintDataConfig:
     max_instances_per_task: int = 100
     eval_instances_per_task: int = 0  # > 0: eval loss on that many instances of each test task
     template: Literal["none", "tulu", "chatml", "tokenizer"] = "none"  # chat template around the instance
-    # What the underlying model reads of an instance: "raw" its input alone (HINT); "tk" the Tk-Instruct
-    # instance block ("Now complete the following example - Input: ... Output:").
-    instance_format: Literal["raw", "tk"] = "raw"
+    # What the underlying model reads of an instance: "raw" its input alone (HINT); "compact" the input
+    # framed like the demonstrations ("Input: ... Output:"); "tk" the Tk-Instruct instance block.
+    instance_format: Literal["raw", "compact", "tk"] = "raw"
     max_input_length: int = 1024
     max_target_length: int = 256
     seed: int = 0

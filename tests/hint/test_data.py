@@ -56,6 +56,8 @@ def test_task_dataset_keeps_instruction_and_instance_apart():
     assert first.labels == [IGNORE_INDEX] * len(prompt) + encode_text("y0", TOK) + [TOK.eos_token_id]
     assert instance_prompt("x0", TOK, template, "causal", "tk", encoding) == prompt
     assert instance_prompt("x0", TOK, template, "causal", "raw", encoding) == encode_text("x0", TOK)
+    framed = instance_prompt("x0", TOK, template, "causal", "compact", encoding)
+    assert framed == encode_text("Input: x0.\nOutput: ", TOK)
     seq2seq = task_dataset([_task("a", 1)], encoding, TOK, template, "seq2seq", 64, 64, 16, "tk")
     assert seq2seq.examples[0].input_ids == [*prompt, TOK.eos_token_id]
     assert seq2seq.examples[0].labels == [*encode_text("y0", TOK), TOK.eos_token_id]

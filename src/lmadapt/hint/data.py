@@ -1,10 +1,10 @@
 """HINT examples: an instruction for the hypernetwork, an instance input and target for the underlying model.
 
 Task data (SuperNI layout): the instruction is `encode_instruction(task, encoding)` (definition and
-demonstrations) and the underlying model sees only the instance: its raw input as in HINT, or the
-Tk-Instruct instance block (`encode_instance`), optionally inside a chat template. Plain text
-(hypernetwork pretraining): each document is cut at two random points into A, B, C;
-A is the instruction, B the input, C the target. Instructions are tokenised once per task and shared by
+demonstrations) and the underlying model sees only the instance: its raw input as in HINT, framed like
+the demonstrations, or the Tk-Instruct instance block (`encode_instance`), optionally in a chat
+template. Plain text (hypernetwork pretraining): each document is cut at two random points into A, B,
+C; A is the instruction, B the input, C the target. Instructions are tokenised once per task and shared by
 reference, and the collator encodes each distinct instruction of a batch once.
 """
 
@@ -62,10 +62,11 @@ def tokenize_instruction(text: str, tokenizer: Any, kind: str, max_length: int) 
 
 
 def instance_text(instance_input: str, instance_format: str, encoding: PromptEncoding) -> str:
-    """The instance as the underlying model reads it: "raw" (the input) or "tk" (`encode_instance`)."""
-    if instance_format == "tk":
-        return encode_instance(instance_input, encoding.compact)
-    return instance_input
+    """The instance as the underlying model reads it: "raw" (the input), "compact" ("Input: ... Output:",
+    the demonstrations' framing) or "tk" (`encode_instance` as `encoding` renders it)."""
+    if instance_format == "raw":
+        return instance_input
+    return encode_instance(instance_input, compact=instance_format == "compact" or encoding.compact)
 
 
 def instance_prompt(

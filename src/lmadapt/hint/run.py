@@ -46,7 +46,7 @@ class RunSettings:
     encoding: str  # the prompt encoding the run was trained with (e.g. "def+2pos")
     max_instruction_length: int
     max_input_length: int
-    instance_format: str = "raw"  # "raw" input or the "tk" instance block
+    instance_format: str = "raw"  # "raw", "compact" or "tk" (see HintDataConfig)
 
 
 @dataclass

@@ -91,6 +91,19 @@ def write_report(ctx: Context, results: list[StageResult], seconds: float) -> Pa
     for r in results:
         lines += [f"## {r.name}: {r.description}", ""]
         lines += [f"Training: {r.train_seconds:.0f} s, {r.trained_tokens:,} trained tokens (or pairs) seen."]
+        per_set = {
+            k: v
+            for k, v in r.extra.items()
+            if isinstance(v, dict) and all(isinstance(x, float) for x in v.values())
+        }
+        if per_set:  # e.g. HINT's FLOPs and wall time per instance, by evaluation set
+            lines += ["", "| measure | " + " | ".join(EVAL_SETS) + " |", "|---" * (1 + len(EVAL_SETS)) + "|"]
+            for k, v in per_set.items():
+                lines.append(
+                    f"| {k.replace('_', ' ')} | "
+                    + " | ".join(f"{v.get(e, float('nan')):.4g}" for e in EVAL_SETS)
+                    + " |"
+                )
         scalars = {k: v for k, v in r.extra.items() if isinstance(v, int | float)}
         if scalars:
             shown = (

@@ -173,7 +173,14 @@ def stage_sft(ctx: Context) -> StageResult:
         train_seconds=seconds,
         trained_tokens=result.fit.state.trained_tokens,
         run_dir=result.out_dir,
-        extra={"flops": flops},
+        extra={
+            "flops": flops,
+            "flops_per_instance": {
+                k: float(v["concatenation"]["per_instance"])
+                for k, v in flops.items()
+                if v and "concatenation" in v
+            },
+        },
     )
 
 

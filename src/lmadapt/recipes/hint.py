@@ -300,6 +300,7 @@ def stage_hint(ctx: Context) -> StageResult:
             encoding=str(ctx.encoding),
             max_instances_per_task=s.train_instances,
             template="tulu",
+            instance_format="compact",  # the tiny model matches the demonstrations' "Input: Output:" frame
             max_input_length=192,
             max_target_length=64,
             seed=s.seed,
