@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -21,6 +22,25 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
 
 
+# command -> (config class in lmadapt.config, recipe module in lmadapt.recipes, help)
+RECIPES = {
+    "sft": ("SFTConfig", "sft", "supervised instruction tuning (full or LoRA)"),
+    "dpo": ("DPOConfig", "dpo", "preference tuning: DPO, dpo_norm, IPO, SimPO (cached reference log-probs)"),
+    "reward": ("RewardConfig", "reward", "train a scalar reward model on preference pairs (Bradley-Terry)"),
+    "hint": ("HintConfig", "hint", "HINT: hypernetwork instruction tuning (instruction read once per task)"),
+}
+
+
+def cmd_recipe(args: argparse.Namespace) -> None:
+    """`lmadapt sft|dpo|reward|hint CONFIG [overrides]`: load the typed config, run the recipe."""
+    from lmadapt import config
+
+    class_name, module_name, _ = RECIPES[args.command]
+    recipe = importlib.import_module(f"lmadapt.recipes.{module_name}")
+    cfg = config.load_config(getattr(config, class_name), args.config, _recipe_overrides(args))
+    print(f"{args.command} run saved to {recipe.run(cfg).out_dir}")
+
+
 def _recipe_overrides(args: argparse.Namespace) -> list[str]:
     extra = []
     if args.resume:
@@ -28,31 +48,6 @@ def _recipe_overrides(args: argparse.Namespace) -> list[str]:
     if args.overwrite:
         extra.append("train.overwrite=true")
     return [*args.overrides, *extra]
-
-
-def cmd_sft(args: argparse.Namespace) -> None:
-    from lmadapt.config import SFTConfig, load_config
-    from lmadapt.recipes import sft
-
-    cfg = load_config(SFTConfig, args.config, _recipe_overrides(args))
-    result = sft.run(cfg)
-    print(f"model saved to {result.out_dir}")
-
-
-def cmd_dpo(args: argparse.Namespace) -> None:
-    from lmadapt.config import DPOConfig, load_config
-    from lmadapt.recipes import dpo
-
-    result = dpo.run(load_config(DPOConfig, args.config, _recipe_overrides(args)))
-    print(f"model saved to {result.out_dir}")
-
-
-def cmd_reward(args: argparse.Namespace) -> None:
-    from lmadapt.config import RewardConfig, load_config
-    from lmadapt.recipes import reward
-
-    result = reward.run(load_config(RewardConfig, args.config, _recipe_overrides(args)))
-    print(f"reward model saved to {result.out_dir}")
 
 
 def cmd_eval_rewards(args: argparse.Namespace) -> None:
@@ -68,14 +63,6 @@ def cmd_eval_rewards(args: argparse.Namespace) -> None:
     )
     accuracy = f"pairwise accuracy {metrics['accuracy']:.4f} on {metrics['pairs']} pairs"
     print(f"{accuracy}; metrics: {args.out}/metrics.json")
-
-
-def cmd_hint(args: argparse.Namespace) -> None:
-    from lmadapt.config import HintConfig, load_config
-    from lmadapt.recipes import hint
-
-    result = hint.run(load_config(HintConfig, args.config, _recipe_overrides(args)))
-    print(f"HINT run saved to {result.out_dir}")
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
@@ -201,23 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("sft", help="supervised instruction tuning (full or LoRA)")
-    _add_recipe_args(p)
-    p.set_defaults(func=cmd_sft)
-
-    p = sub.add_parser(
-        "dpo", help="preference tuning: DPO, dpo_norm, IPO, SimPO (cached reference log-probs)"
-    )
-    _add_recipe_args(p)
-    p.set_defaults(func=cmd_dpo)
-
-    p = sub.add_parser("reward", help="train a scalar reward model on preference pairs (Bradley-Terry)")
-    _add_recipe_args(p)
-    p.set_defaults(func=cmd_reward)
-
-    p = sub.add_parser("hint", help="HINT: hypernetwork instruction tuning (instruction read once per task)")
-    _add_recipe_args(p)
-    p.set_defaults(func=cmd_hint)
+    for command, (_, _, help_text) in RECIPES.items():
+        p = sub.add_parser(command, help=help_text)
+        _add_recipe_args(p)
+        p.set_defaults(func=cmd_recipe)
 
     p = sub.add_parser("compile", help="turn an instruction into cached modules with a trained HINT run")
     p.add_argument("--model", required=True, help="HINT run directory (from `lmadapt hint`)")
