@@ -38,8 +38,15 @@ from lmadapt.data.formats import (
 )
 from lmadapt.data.mixture import MixtureSource, sample_indices
 from lmadapt.data.templates import ChatTemplate
-from lmadapt.data.tokenize import IGNORE_INDEX, TokenizedExample, TokenizeStats, encode_prompt, encode_text
-from lmadapt.errors import ConfigError, DataError, LmadaptError
+from lmadapt.data.tokenize import (
+    IGNORE_INDEX,
+    TokenizedExample,
+    TokenizeStats,
+    encode_prompt,
+    encode_text,
+    tokenize_records,
+)
+from lmadapt.errors import ConfigError, DataError
 
 logger = logging.getLogger("lmadapt")
 
@@ -200,29 +207,12 @@ def tokenize_pairs(
     truncation: str = "truncate",
 ) -> tuple[list[TokenizedPair], TokenizeStats]:
     """Tokenise every pair (see tokenize_pair); logs how many were truncated or dropped."""
-    tokenized, stats = [], TokenizeStats()
-    for pair in pairs:
-        stats.total += 1
-        try:
-            result, too_long = tokenize_pair(pair, template, tokenizer, max_length, truncation)
-        except ConfigError:
-            raise
-        except LmadaptError as e:  # template problems: name the record that triggered them
-            raise DataError(pair.source, pair.line, "prompt", str(e)) from e
-        if result is None:
-            stats.dropped += 1
-        else:
-            stats.truncated += too_long
-            tokenized.append(result)
-    logger.info(
-        "tokenized %d preference pairs (max_length %d, truncation=%s): %d truncated, %d dropped",
-        stats.total,
-        max_length,
-        truncation,
-        stats.truncated,
-        stats.dropped,
+    return tokenize_records(
+        pairs,
+        lambda pair: tokenize_pair(pair, template, tokenizer, max_length, truncation),
+        "prompt",
+        f"preference pairs (max_length {max_length}, truncation={truncation})",
     )
-    return tokenized, stats
 
 
 def load_tokenized_pairs(

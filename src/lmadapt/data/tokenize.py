@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lmadapt.data.formats import Conversation
 from lmadapt.data.templates import ChatTemplate
@@ -187,34 +187,44 @@ def tokenize_all(
     """
     _check_choice("truncation", truncation, TRUNCATION_POLICIES)
     _check_choice("model kind", kind, KINDS)
-    examples, stats = [], TokenizeStats()
-    for conversation in conversations:
+    target_length = max_target_length or max_length
+
+    def one(conversation: Conversation) -> tuple[TokenizedExample | None, bool]:
+        if kind == "causal":
+            return _causal(conversation.messages, template, tokenizer, max_length, truncation)
+        return _seq2seq(conversation.messages, template, tokenizer, max_length, target_length, truncation)
+
+    what = f"conversations ({kind}, max_length {max_length}, truncation={truncation})"
+    return tokenize_records(conversations, one, "messages", what)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def tokenize_records(
+    records: Sequence[T], tokenize_one: Callable[[T], tuple[R | None, bool]], field: str, what: str
+) -> tuple[list[R], TokenizeStats]:
+    """Apply `tokenize_one` (-> (result or None when dropped, whether it was too long)) to every record
+    with `source`/`line`, count truncated and dropped ones, and log them as "tokenized N <what>".
+
+    A template error becomes a DataError naming the record and `field`; config errors pass through.
+    """
+    results, stats = [], TokenizeStats()
+    for record in records:
         stats.total += 1
         try:
-            messages = conversation.messages
-            if kind == "causal":
-                example, too_long = _causal(messages, template, tokenizer, max_length, truncation)
-            else:
-                target_length = max_target_length or max_length
-                example, too_long = _seq2seq(
-                    messages, template, tokenizer, max_length, target_length, truncation
-                )
+            result, too_long = tokenize_one(record)
         except ConfigError:
             raise
         except LmadaptError as e:  # template problems: name the record that triggered them
-            raise DataError(conversation.source, conversation.line, "messages", str(e)) from e
-        if example is None:
+            raise DataError(record.source, record.line, field, str(e)) from e  # type: ignore[attr-defined]
+        if result is None:
             stats.dropped += 1
         else:
             stats.truncated += too_long
-            examples.append(example)
+            results.append(result)
     logger.info(
-        "tokenized %d conversations (%s, max_length %d, truncation=%s): %d truncated, %d dropped",
-        stats.total,
-        kind,
-        max_length,
-        truncation,
-        stats.truncated,
-        stats.dropped,
+        "tokenized %d %s: %d truncated, %d dropped", stats.total, what, stats.truncated, stats.dropped
     )
-    return examples, stats
+    return results, stats
