@@ -186,7 +186,6 @@ class _NoEosByteTokenizer(ByT5Tokenizer):
 
 
 def test_step0_loss_gradients_and_first_steps_match_trl(tmp_path, tiny_llama_dir):
-    pytest.importorskip("trl")
     from datasets import Dataset
     from trl import DPOConfig as TRLConfig
     from trl import DPOTrainer
