@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from lmadapt.config import TrainConfig
 from lmadapt.data.collate import collate_causal
 from lmadapt.data.tokenize import TokenizedExample
 from lmadapt.models.tiny import tiny_llama
-from lmadapt.train.loop import fit, prepare_output_dir, setup_accelerator
+from lmadapt.train.loop import fit, setup_accelerator
 from lmadapt.train.objectives import LanguageModelling
 
 VOCAB = 8192
@@ -55,15 +56,17 @@ def run_ours(examples: list[TokenizedExample], steps: int, batch: int) -> float:
         cfg = TrainConfig(
             output_dir=str(Path(tmp) / "run"), batch_size=batch, max_steps=steps, lr=1e-4, progress=False
         )
-        out = prepare_output_dir(cfg)
+        out = Path(tmp) / "run"
+        out.mkdir()
         acc = setup_accelerator(cfg)
 
         def collate(rows):
             return collate_causal(rows, pad_token_id=0)
 
         fit(model, LanguageModelling("causal"), examples[:batch], collate, cfg, out, acc)  # warm-up step
-        cfg.max_steps, cfg.overwrite = steps + 1, True
-        out = prepare_output_dir(cfg)
+        cfg.max_steps = steps + 1
+        shutil.rmtree(out)
+        out.mkdir()
         start = time.perf_counter()
         result = fit(model, LanguageModelling("causal"), examples, collate, cfg, out, acc)
         return result.state.trained_tokens / (time.perf_counter() - start)

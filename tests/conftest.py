@@ -1,9 +1,109 @@
 from __future__ import annotations
 
+import json
 import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
+from transformers import ByT5Tokenizer
+
+from lmadapt.models.tiny import tiny_llama, tiny_t5
+from lmadapt.train.checkpoint import latest_checkpoint
 
 # Tests run two at a time (pytest -n 2) on two cores: one thread each avoids oversubscription.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+
+
+def lmadapt_cli(*args: str, **kw: Any) -> subprocess.Popen:
+    """`python -m lmadapt ARGS` in a real process (unbuffered, so its output arrives as written)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lmadapt", *args], env=env, **kw)
+
+
+@pytest.fixture
+def kill_after_checkpoint():
+    """kill(command, config, run_dir, step): start `lmadapt COMMAND CONFIG` and SIGKILL it as soon as a
+    complete checkpoint of `step` (or later) exists, asserting it was still running."""
+
+    def kill(command: str, config: Path, run_dir: Path, step: int, timeout: float = 180) -> None:
+        proc = lmadapt_cli(command, str(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while (newest := latest_checkpoint(run_dir / "checkpoints")) is None or int(
+            newest.name.split("-")[-1]
+        ) < step:
+            assert proc.poll() is None, f"`lmadapt {command}` ended before it could be killed"
+            assert time.time() < deadline, f"no checkpoint of step {step} after {timeout} s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    return kill
+
+
+@pytest.fixture
+def cli():
+    """cli(*args, **popen_kwargs) -> a running `python -m lmadapt ARGS` process."""
+    return lmadapt_cli
+
+
+@pytest.fixture
+def resume_cli():
+    """resume(command, config) -> stderr of `lmadapt COMMAND CONFIG --resume`, asserting it succeeded."""
+
+    def resume(command: str, config: Path, timeout: float = 300) -> str:
+        proc = lmadapt_cli(command, str(config), "--resume", stderr=subprocess.PIPE, text=True)
+        _, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err
+        assert "resumed from" in err
+        return err
+
+    return resume
+
+
+def _write_reverse_data(path: Path, n: int, seed: int = 0) -> Path:
+    """Chat data with a learnable rule: the reply reverses the user's word."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6)))
+            messages = [
+                {"role": "user", "content": f"rev {word}"},
+                {"role": "assistant", "content": word[::-1]},
+            ]
+            f.write(json.dumps({"messages": messages}) + "\n")
+    return path
+
+
+@pytest.fixture
+def write_reverse_data():
+    return _write_reverse_data
+
+
+@pytest.fixture
+def tiny_llama_dir(tmp_path: Path) -> Path:
+    tok = ByT5Tokenizer()
+    torch.manual_seed(0)
+    model = tiny_llama(len(tok), hidden_size=32, num_layers=2, num_heads=4, tokenizer=tok)
+    out = tmp_path / "tiny-llama"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def tiny_t5_dir(tmp_path: Path) -> Path:
+    tok = ByT5Tokenizer()
+    torch.manual_seed(0)
+    model = tiny_t5(len(tok), d_model=32, num_layers=2, num_heads=4, tokenizer=tok)
+    out = tmp_path / "tiny-t5"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from lmadapt import __version__
-from lmadapt.errors import LmadaptError
+from lmadapt.errors import Interrupted, LmadaptError
 
 log = logging.getLogger("lmadapt")
 
@@ -20,6 +20,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--force", action="store_true", help="with --resume: continue even if the config changed")
 
 
 # command -> (config class in lmadapt.config, recipe module in lmadapt.recipes, help)
@@ -34,11 +35,15 @@ RECIPES = {
 def cmd_recipe(args: argparse.Namespace) -> None:
     """`lmadapt sft|dpo|reward|hint CONFIG [overrides]`: load the typed config, run the recipe."""
     from lmadapt import config
+    from lmadapt.train.run import RunComplete
 
     class_name, module_name, _ = RECIPES[args.command]
     recipe = importlib.import_module(f"lmadapt.recipes.{module_name}")
     cfg = config.load_config(getattr(config, class_name), args.config, _recipe_overrides(args))
-    print(f"{args.command} run saved to {recipe.run(cfg).out_dir}")
+    try:
+        print(f"{args.command} run saved to {recipe.run(cfg).out_dir}")
+    except RunComplete as done:
+        print(done)
 
 
 def _recipe_overrides(args: argparse.Namespace) -> list[str]:
@@ -47,6 +52,8 @@ def _recipe_overrides(args: argparse.Namespace) -> list[str]:
         extra.append("train.resume=true")
     if args.overwrite:
         extra.append("train.overwrite=true")
+    if args.force:
+        extra.append("train.force_resume=true")
     return [*args.overrides, *extra]
 
 
@@ -278,11 +285,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may come after flags too: `lmadapt sft CONFIG --resume key=value`.
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
+    except KeyboardInterrupt:
+        print("lmadapt: interrupted", file=sys.stderr)
+        return 130
+    except Interrupted as e:
+        print(f"lmadapt: {e}", file=sys.stderr)
+        return 130
     except LmadaptError as e:
         if args.debug:
             raise

@@ -73,6 +73,7 @@ class TrainConfig:
     output_dir: str = ""
     overwrite: bool = False
     resume: bool = False
+    force_resume: bool = False  # resume even though the config differs from the saved one
     seed: int = 0
     epochs: float = 1.0
     max_steps: int = -1  # optimizer steps; overrides epochs when > 0
@@ -86,7 +87,7 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     min_lr_ratio: float = 0.0  # linear/cosine decay ends at this fraction of lr
     max_grad_norm: float = 1.0
-    save_every: int = 0  # steps; 0 = only the final model
+    save_every: int = 0  # steps (and the last step); 0 = no checkpoints, only the final model
     keep_last: int = 2
     eval_every: int = 0  # steps; 0 = only at the end (when there is eval data)
     log_every: int = 10

@@ -19,3 +19,7 @@ class DataError(LmadaptError):
         where = self.path if line is None else f"{self.path}:{line}"
         what = f" field '{field}':" if field else ""
         super().__init__(f"{where}:{what} {message}")
+
+
+class Interrupted(LmadaptError):
+    """Training stopped by Ctrl-C; the message says where it stopped and how to continue."""

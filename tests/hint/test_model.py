@@ -28,15 +28,15 @@ def _pad(rows, value):
 def _forward(model, inputs, instructions, labels, index=None):
     ids = _pad(inputs, 0)
     instr = _pad(instructions, 0)
-    causal_labels = _pad(inputs, -100) if labels is None else _pad(labels, -100)
+    decoder = None if labels is None else model.prepare_decoder_input_ids_from_labels(_pad(labels, -100))
     return model(
         ids,
         (ids != 0).long(),
         instr,
         (instr != 0).long(),
         instruction_index=index,
-        labels=causal_labels,
-    )
+        decoder_input_ids=decoder,
+    ).logits
 
 
 def _base_logits(base, inputs, labels):

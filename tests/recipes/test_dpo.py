@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, ByT5Tokenizer
 
-from lmadapt.config import DPOConfig, load_config
+from lmadapt.config import DPOConfig, load_config, save_config
 from lmadapt.data.mixture import MixtureSource
 from lmadapt.data.preference import collate_pairs, load_tokenized_pairs, with_reference
 from lmadapt.data.templates import get_template
@@ -138,21 +137,17 @@ def test_online_full_finetuning_matches_cached(tmp_path, tiny_llama_dir):
     assert runs["online"] == pytest.approx(runs["cached"], abs=1e-6)
 
 
-def test_resumed_run_ends_identical_to_an_uninterrupted_one(tmp_path, tiny_llama_dir):
+def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_llama_dir, kill_after_checkpoint, resume_cli):
     data = _write_pairs(tmp_path / "pairs.jsonl", 12)
-    common = ["train.max_steps=6", "train.save_every=3", "train.batch_size=4", "train.grad_accum=2"]
+    common = ["train.max_steps=60", "train.save_every=3", "train.batch_size=4", "train.grad_accum=2"]
     straight = dpo.run(_cfg(tmp_path, tiny_llama_dir, data, *common, f"train.output_dir={tmp_path / 'a'}"))
     run_dir = tmp_path / "b"
-    dpo.run(_cfg(tmp_path, tiny_llama_dir, data, *common, f"train.output_dir={run_dir}"))
-    # Pretend the run died after the step-3 checkpoint: keep only that and the data written before it.
-    for item in run_dir.iterdir():
-        if item.name not in ("checkpoints", "config.yaml", "metrics.jsonl"):
-            shutil.rmtree(item) if item.is_dir() else item.unlink()
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000003"]
-    resumed = dpo.run(
-        _cfg(tmp_path, tiny_llama_dir, data, *common, f"train.output_dir={run_dir}", "train.resume=true")
+    save_config(
+        _cfg(tmp_path, tiny_llama_dir, data, *common, f"train.output_dir={run_dir}"), tmp_path / "b.yaml"
     )
-    assert resumed.fit.state.step == 6
+    kill_after_checkpoint("dpo", tmp_path / "b.yaml", run_dir, 3)
+    assert not (run_dir / "model.safetensors").exists()
+    resume_cli("dpo", tmp_path / "b.yaml")
     a, b = (
         load_file(str(straight.out_dir / "model.safetensors")),
         load_file(str(run_dir / "model.safetensors")),

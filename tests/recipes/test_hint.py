@@ -15,6 +15,7 @@ from lmadapt.config import (
     HintTrainConfig,
     HypernetworkConfig,
     ModelConfig,
+    save_config,
 )
 from lmadapt.data.superni import load_superni
 from lmadapt.data.synthetic import FAMILIES, build_suite, export_superni
@@ -78,17 +79,22 @@ def test_hint_trains_saves_and_predicts(tiny_llama_dir, suite_dir, tmp_path):
     assert len(list((out / "modules").glob("*.safetensors"))) == len(tasks)
 
 
-def test_resumed_run_ends_with_the_same_weights(tiny_llama_dir, suite_dir, tmp_path):
-    straight = hint.run(_config(tiny_llama_dir, suite_dir, tmp_path / "a", steps=4))
-    hint.run(_config(tiny_llama_dir, suite_dir, tmp_path / "b", steps=3, save_every=2))
-    resumed = hint.run(_config(tiny_llama_dir, suite_dir, tmp_path / "b", steps=4, resume=True))
-    assert resumed.fit.state.step == 4
+def test_killed_run_resumes_to_the_same_weights(
+    tiny_llama_dir, suite_dir, tmp_path, kill_after_checkpoint, resume_cli
+):
+    straight = hint.run(_config(tiny_llama_dir, suite_dir, tmp_path / "a", steps=40))
+    save_config(
+        _config(tiny_llama_dir, suite_dir, tmp_path / "b", steps=40, save_every=2), tmp_path / "b.yaml"
+    )
+    kill_after_checkpoint("hint", tmp_path / "b.yaml", tmp_path / "b", 2)
+    assert not (tmp_path / "b" / HYPERNETWORK_FILE).exists()
+    resume_cli("hint", tmp_path / "b.yaml")
     a, b = (
         load_file(str(straight.out_dir / HYPERNETWORK_FILE)),
-        load_file(str(resumed.out_dir / HYPERNETWORK_FILE)),
+        load_file(str(tmp_path / "b" / HYPERNETWORK_FILE)),
     )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert straight.run_id == resumed.run_id
+    assert straight.run_id == load_hint_run(tmp_path / "b").run_id
 
 
 def test_seq2seq_with_pretraining_and_a_separate_encoder(tiny_t5_dir, suite_dir, tmp_path):

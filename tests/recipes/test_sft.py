@@ -1,11 +1,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -110,12 +106,7 @@ def test_existing_run_dir_is_refused(tmp_path, tiny_llama_dir, write_reverse_dat
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
 
 
-def _cli(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "lmadapt", *args], env=env, **kw)
-
-
-def test_bad_data_is_one_line_error_with_exit_code_2(tmp_path, tiny_llama_dir, write_reverse_data):
+def test_bad_data_is_one_line_error_with_exit_code_2(tmp_path, tiny_llama_dir, write_reverse_data, cli):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
@@ -123,7 +114,7 @@ def test_bad_data_is_one_line_error_with_exit_code_2(tmp_path, tiny_llama_dir, w
     )
     cfg = _cfg(tmp_path, tiny_llama_dir, bad, "train.max_steps=1")
     save_config(cfg, tmp_path / "cfg.yaml")
-    proc = _cli("sft", str(tmp_path / "cfg.yaml"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = cli("sft", str(tmp_path / "cfg.yaml"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in err
@@ -131,7 +122,9 @@ def test_bad_data_is_one_line_error_with_exit_code_2(tmp_path, tiny_llama_dir, w
     assert last.startswith("lmadapt: error:") and f"{bad}:2" in last and "role" in last
 
 
-def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_llama_dir, write_reverse_data):
+def test_killed_run_resumes_to_identical_weights(
+    tmp_path, tiny_llama_dir, write_reverse_data, kill_after_checkpoint, resume_cli
+):
     """SIGKILL mid-epoch after a checkpoint, resume, and end bit-identical to an uninterrupted run."""
     data = write_reverse_data(tmp_path / "train.jsonl", 48)
     common = [
@@ -147,21 +140,10 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_llama_dir, write
     resumed_dir = tmp_path / "resumed"
     cfg = _cfg(tmp_path, tiny_llama_dir, data, *common, f"train.output_dir={resumed_dir}")
     save_config(cfg, tmp_path / "cfg.yaml")
-    proc = _cli("sft", str(tmp_path / "cfg.yaml"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
     # 48 examples / batch 4 = 12 steps per epoch: step 30 is mid-epoch.
-    while not (resumed_dir / "checkpoints" / "step-00000030" / "COMPLETE").exists():
-        assert proc.poll() is None, "run finished before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint("sft", tmp_path / "cfg.yaml", resumed_dir, 30)
     assert not (resumed_dir / "model.safetensors").exists()
-
-    proc = _cli("sft", str(tmp_path / "cfg.yaml"), "--resume", stderr=subprocess.PIPE, text=True)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert "resumed from" in err
+    resume_cli("sft", tmp_path / "cfg.yaml")
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
     b = load_file(str(resumed_dir / "model.safetensors"))
     assert a.keys() == b.keys()

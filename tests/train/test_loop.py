@@ -4,15 +4,13 @@ import importlib.util
 import json
 import random
 
-import pytest
 import torch
 
 from lmadapt.config import TrainConfig
 from lmadapt.data.collate import collate_causal
 from lmadapt.data.tokenize import TokenizedExample
-from lmadapt.errors import LmadaptError
 from lmadapt.models.tiny import tiny_llama
-from lmadapt.train.loop import BatchPlan, accumulate_gradients, fit, prepare_output_dir, setup_accelerator
+from lmadapt.train.loop import BatchPlan, accumulate_gradients, fit, setup_accelerator
 from lmadapt.train.objectives import LanguageModelling
 
 VOCAB = 48
@@ -54,8 +52,8 @@ def test_accumulated_gradient_equals_big_batch_and_differs_from_naive_mean():
     big = _grads(model)
     model.zero_grad()
     micro = [_collate(examples[i : i + 2]) for i in range(0, 8, 2)]
-    _, weight = accumulate_gradients(model, objective, micro, acc)
-    assert weight == sum(objective.weight(b) for b in micro)
+    _, weight, tokens = accumulate_gradients(model, objective, micro, acc)
+    assert weight == tokens == sum(objective.weight(b) for b in micro)
     torch.testing.assert_close(_grads(model), big, atol=1e-6, rtol=1e-5)
     # The common mistake, averaging per-micro-batch means, gives a clearly different gradient here.
     model.zero_grad()
@@ -81,7 +79,8 @@ def test_one_step_of_8_equals_4_accumulated_steps_of_2(tmp_path):
             progress=False,
             num_threads=1,
         )
-        out = prepare_output_dir(cfg)
+        out = tmp_path / f"run-{ga}"
+        out.mkdir()
         fit(model, LanguageModelling("causal"), examples, _collate, cfg, out, setup_accelerator(cfg))
         init = torch.cat([p.detach().flatten() for p in _model().parameters()])
         finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]) - init)
@@ -101,7 +100,8 @@ def test_fit_lowers_loss_and_writes_metrics_and_plot(tmp_path):
         progress=False,
         num_threads=1,
     )
-    out = prepare_output_dir(cfg)
+    out = tmp_path / "run"
+    out.mkdir()
     model = _model()
     result = fit(
         model,
@@ -131,14 +131,3 @@ def test_batch_plan_is_a_seeded_permutation_per_epoch():
     assert epoch0 != epoch1
     assert plan.indices(4) == BatchPlan(10, 4, 3).indices(4)
     assert plan.indices(0) != BatchPlan(10, 4, 4).indices(0)
-
-
-def test_existing_output_dir_is_kept_unless_asked(tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "model.safetensors").write_text("precious")
-    with pytest.raises(LmadaptError, match="already exists"):
-        prepare_output_dir(TrainConfig(output_dir=str(out)))
-    assert (out / "model.safetensors").read_text() == "precious"
-    prepare_output_dir(TrainConfig(output_dir=str(out), overwrite=True))
-    assert not (out / "model.safetensors").exists()

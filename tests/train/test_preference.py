@@ -75,15 +75,18 @@ def test_dpo_objective_weight_is_pairs_and_loss_is_log2_against_itself():
     ref = compute_reference_logps(model, pairs, 0, batch_size=3, device=torch.device("cpu"))
     batch = collate_pairs(with_reference(pairs, ref), 0)
     objective = DirectPreference(PreferenceLossConfig(beta=0.1))
-    assert objective.weight(batch) == 4
+    assert objective.weight(batch) == 4 and objective.unit == "pairs"
+    # Trained tokens are the reply tokens of both sides, not pairs.
+    replies = [x >= 0 for p in pairs for side in (p.chosen, p.rejected) for x in side.labels]
+    assert objective.trained_tokens(batch) == sum(replies)
     loss = objective.loss_sum(model.train(), batch)
     assert loss.item() == pytest.approx(4 * math.log(2), abs=1e-5)
-    metrics = objective.pop_metrics()
+    metrics = objective.pop_metrics("train")
     assert sorted(metrics) == ["rewards/accuracies", "rewards/chosen", "rewards/margins", "rewards/rejected"]
     assert [metrics[f"rewards/{k}"] for k in ("chosen", "rejected", "margins")] == pytest.approx(
         [0, 0, 0], abs=1e-5
     )
-    assert objective.pop_metrics() == {} and objective.pop_metrics("eval") == {}
+    assert objective.pop_metrics("train") == {} and objective.pop_metrics("eval") == {}
 
 
 def test_reference_pass_restores_pair_order_and_mode():
@@ -105,7 +108,7 @@ def test_gradient_accumulation_over_pairs_is_exact():
     for micro in (8, 2):
         model = _model()
         batches = [collate_pairs(pairs[i : i + micro], 0) for i in range(0, 8, micro)]
-        loss, weight = accumulate_gradients(model, DirectPreference(cfg), batches, accelerator)
+        loss, weight, _ = accumulate_gradients(model, DirectPreference(cfg), batches, accelerator)
         assert weight == 8
         losses.append(loss)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))

@@ -90,14 +90,14 @@ class HintModel(nn.Module):
         instruction_ids: torch.Tensor,
         instruction_mask: torch.Tensor,
         instruction_index: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits of the underlying model with each example's generated modules active.
+        decoder_input_ids: torch.Tensor | None = None,
+        use_cache: bool = False,
+    ) -> Any:
+        """The underlying model's output (`.logits`) with each example's generated modules active.
 
         input_ids/attention_mask [B, S]: the instance inputs; instruction_ids/mask [U, T]: the distinct
         instructions; instruction_index [B]: which instruction row each example uses (default: row i);
-        labels [B, L]: encoder-decoder only, shifted right into the decoder inputs.
-        Returns [B, S, V] (decoder-only) or [B, L, V] (encoder-decoder).
+        decoder_input_ids [B, L]: encoder-decoder only. Logits are [B, S, V] (decoder-only) or [B, L, V].
         """
         modules = self.generate_modules(instruction_ids, instruction_mask)
         if instruction_index is not None:
@@ -105,14 +105,17 @@ class HintModel(nn.Module):
         inputs: dict[str, Any] = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "use_cache": False,
+            "use_cache": use_cache,
         }
         if self.kind == "seq2seq":
-            if labels is None:
-                raise ValueError("an encoder-decoder HintModel needs labels to build its decoder inputs")
-            inputs["decoder_input_ids"] = self.underlying.prepare_decoder_input_ids_from_labels(labels=labels)
+            if decoder_input_ids is None:
+                raise ValueError("an encoder-decoder HintModel needs decoder_input_ids")
+            inputs["decoder_input_ids"] = decoder_input_ids
         with self.injection.active(modules):
-            return self.underlying(**inputs).logits
+            return self.underlying(**inputs)
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.underlying.prepare_decoder_input_ids_from_labels(labels=labels)
 
     def hypernetwork_state(self) -> dict[str, torch.Tensor]:
         """Weights of the generator (and the separate encoder), without the underlying model's."""

@@ -20,14 +20,14 @@ import torch
 from accelerate import Accelerator
 from transformers import PreTrainedTokenizerBase
 
-from lmadapt.config import DataConfig, DPOConfig, SourceConfig, save_config
+from lmadapt.config import DataConfig, DPOConfig, PreferenceLossConfig, SourceConfig
 from lmadapt.data.mixture import MixtureSource
 from lmadapt.data.preference import TokenizedPair, collate_pairs, load_tokenized_pairs, with_reference
 from lmadapt.data.templates import ChatTemplate, get_template
 from lmadapt.errors import ConfigError
 from lmadapt.models.load import apply_lora, load_model, load_tokenizer, resolve_dtype
 from lmadapt.models.save import save_model_and_tokenizer
-from lmadapt.train.loop import FitResult, fit, prepare_output_dir, setup_accelerator
+from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.preference import (
     DirectPreference,
     ReferenceFn,
@@ -37,6 +37,7 @@ from lmadapt.train.preference import (
     load_or_compute_reference,
     reference_cache_key,
 )
+from lmadapt.train.run import start_run
 
 log = logging.getLogger("lmadapt")
 
@@ -99,7 +100,7 @@ def attach_cached_reference(
                 )
 
         key = reference_cache_key(ref_path, precision, data_key)
-        with accelerator.main_process_first():
+        with accelerator.main_process_first():  # computed once, by rank 0
             logps, _ = load_or_compute_reference(cfg.data.cache_dir, key, len(pairs), compute)
         attached.append(with_reference(pairs, logps))
     loaded.clear()
@@ -126,16 +127,17 @@ class DPOResult:
 
 
 def run(cfg: DPOConfig) -> DPOResult:
-    out = prepare_output_dir(cfg.train)
-    save_config(cfg, out / "config.yaml")
-    accelerator = setup_accelerator(cfg.train)
+    validate_preference_loss(cfg.dpo)
+    run = start_run(cfg, cfg.train)
+    accelerator = run.accelerator
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
-    model, kind = load_model(cfg.model, accelerator.device)
+    model, kind = load_model(cfg.model, run.device)
     if kind != "causal":
         raise ConfigError(f"DPO needs a causal (decoder-only) model; {cfg.model.path} is {kind}")
     template = get_template(cfg.data.template, tokenizer)
-    train = preference_data(cfg.data.sources, cfg.data, tokenizer, template)
-    evals = preference_data(cfg.data.eval_sources, cfg.data, tokenizer, template)
+    with accelerator.main_process_first():  # the token cache is built once, by rank 0
+        train = preference_data(cfg.data.sources, cfg.data, tokenizer, template)
+        evals = preference_data(cfg.data.eval_sources, cfg.data, tokenizer, template)
     reference: ReferenceFn | None = None
     if cfg.dpo.loss == "simpo":
         splits = [train[0], evals[0]]
@@ -143,21 +145,41 @@ def run(cfg: DPOConfig) -> DPOResult:
         splits = attach_cached_reference(cfg, model, [train, evals], tokenizer.pad_token_id, accelerator)
     else:
         splits = [train[0], evals[0]]
-        reference = online_reference(cfg, model, accelerator.device)
+        reference = online_reference(cfg, model, run.device)
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, kind)
     disable_dropout(model)
     if reference is adapters_off_reference:
         log.info("reference: the base model with LoRA adapters disabled, computed each step")
-    objective = DirectPreference(cfg.dpo, reference)
+    run.create()
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
     result = fit(
-        model, objective, splits[0], collate, cfg.train, out, accelerator, splits[1], objective.eval_metrics
+        model,
+        DirectPreference(cfg.dpo, reference),
+        splits[0],
+        collate,
+        cfg.train,
+        run.out,
+        accelerator,
+        splits[1],
     )
-    if accelerator.is_main_process:
-        save_model_and_tokenizer(accelerator.unwrap_model(model), tokenizer, out, template.jinja)
-    final = {k: round(v, 4) for k, v in result.final_metrics.items()}
-    log.info(
-        "trained %d steps, %d pairs seen; final %s", result.state.step, result.state.trained_tokens, final
-    )
-    return DPOResult(out, accelerator.unwrap_model(model), result)
+    run.finish(result, lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja))
+    return DPOResult(run.out, model, result)
+
+
+def validate_preference_loss(cfg: PreferenceLossConfig) -> None:
+    """Refuse settings the chosen loss would ignore."""
+    defaults = PreferenceLossConfig()
+    ignored = []
+    if cfg.loss == "ipo" and cfg.label_smoothing != defaults.label_smoothing:
+        ignored.append("dpo.label_smoothing (IPO has no label smoothing)")
+    if cfg.loss != "simpo" and cfg.gamma != defaults.gamma:
+        ignored.append("dpo.gamma (SimPO's margin)")
+    if cfg.loss == "simpo" and (cfg.reference_model or cfg.reference != defaults.reference):
+        ignored.append("dpo.reference / dpo.reference_model (SimPO uses no reference model)")
+    if cfg.reference == "online" and cfg.reference_batch_size:
+        ignored.append("dpo.reference_batch_size (only the cached reference pass is batched)")
+    if ignored:
+        raise ConfigError(
+            f"dpo.loss={cfg.loss} would ignore {'; '.join(ignored)}: remove it or change the loss"
+        )

@@ -31,7 +31,6 @@ from lmadapt.config import (
     HintTrainConfig,
     HypernetworkConfig,
     ModelConfig,
-    save_config,
 )
 from lmadapt.data.superni import eval_instances, load_split_tasks
 from lmadapt.data.tasks import Demonstration, PromptEncoding, Task, encode_instruction, load_task_json
@@ -48,13 +47,14 @@ from lmadapt.hint.data import (
 )
 from lmadapt.hint.export import export_peft
 from lmadapt.hint.model import HintModel
-from lmadapt.hint.objective import HintObjective
 from lmadapt.hint.predict import predict
 from lmadapt.hint.run import RunSettings, load_hint_run, save_hint_run
 from lmadapt.models.load import load_model, load_tokenizer
 from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult, build_base_model, training_budget
 from lmadapt.train.checkpoint import trainable_state
-from lmadapt.train.loop import FitResult, fit, prepare_output_dir, setup_accelerator
+from lmadapt.train.loop import FitResult, fit
+from lmadapt.train.objectives import LanguageModelling
+from lmadapt.train.run import start_run
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -78,15 +78,15 @@ def run(cfg: HintConfig) -> HintResult:
         raise ConfigError("model.lora: HINT generates its own LoRA weights; use hint.modules: [lora] instead")
     if not cfg.data.superni:
         raise ConfigError("data.superni is not set: a natural-instructions clone, or 'builtin'")
-    out = prepare_output_dir(cfg.train)
-    save_config(cfg, out / "config.yaml")
-    accelerator = setup_accelerator(cfg.train)
-    cfg = _materialize_builtins(cfg, out)
+    run = start_run(cfg, cfg.train)
+    if BUILTIN in (cfg.data.superni, cfg.model.path):
+        run.create()  # the built-in suite and model are generated inside the run directory
+        cfg = _materialize_builtins(cfg, run.out)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
-    underlying, _ = load_model(cfg.model, accelerator.device)
+    underlying, _ = load_model(cfg.model, run.device)
     torch.manual_seed(cfg.train.seed)  # the generator's initial weights
     model = HintModel(underlying, cfg.hint)
-    objective = HintObjective(model.kind)
+    objective = LanguageModelling(model.kind)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
         "HINT %s: %d slots, %.2fM trainable parameters",
@@ -94,28 +94,24 @@ def run(cfg: HintConfig) -> HintResult:
         len(model.layout.slots),
         trainable / 1e6,
     )
-    if cfg.pretrain.max_steps > 0:
-        pretrain(model, objective, cfg, tokenizer, out, accelerator)
-
     data, n_train = _task_data(cfg, tokenizer, model.kind)
     collate = partial(collate_hint, instructions=data.instructions, pad_token_id=tokenizer.pad_token_id)
     train = [x for x in data.examples if x.instruction < n_train]
     evals = [x for x in data.examples if x.instruction >= n_train]
     log.info("%d training instances of %d tasks, %d evaluation instances", len(train), n_train, len(evals))
-    result = fit(model, objective, train, collate, cfg.train, out, accelerator, evals)
-    run_id = ""
-    if accelerator.is_main_process:
-        settings = RunSettings(
-            template=cfg.data.template,
-            encoding=cfg.data.encoding,
-            max_instruction_length=cfg.hint.max_instruction_length,
-            max_input_length=cfg.data.max_input_length,
-            instance_format=cfg.data.instance_format,
-        )
-        run_id = save_hint_run(accelerator.unwrap_model(model), tokenizer, out, settings)
-    final = {k: round(v, 4) for k, v in result.final_metrics.items()}
-    log.info("trained %d steps, %d tokens; final %s", result.state.step, result.state.trained_tokens, final)
-    return HintResult(out, run_id, accelerator.unwrap_model(model), result)
+    run.create()
+    if cfg.pretrain.max_steps > 0:
+        pretrain(model, objective, cfg, tokenizer, run.out, run.accelerator)
+    result = fit(model, objective, train, collate, cfg.train, run.out, run.accelerator, evals)
+    settings = RunSettings(
+        template=cfg.data.template,
+        encoding=cfg.data.encoding,
+        max_instruction_length=cfg.hint.max_instruction_length,
+        max_input_length=cfg.data.max_input_length,
+        instance_format=cfg.data.instance_format,
+    )
+    run_id = run.finish(result, lambda out: save_hint_run(model, tokenizer, out, settings)) or ""
+    return HintResult(run.out, run_id, model, result)
 
 
 def _task_data(cfg: HintConfig, tokenizer: Any, kind: str) -> tuple[HintDataset, int]:
@@ -141,7 +137,7 @@ def _task_data(cfg: HintConfig, tokenizer: Any, kind: str) -> tuple[HintDataset,
 
 def pretrain(
     model: HintModel,
-    objective: HintObjective,
+    objective: LanguageModelling,
     cfg: HintConfig,
     tokenizer: Any,
     out: Path,
@@ -180,8 +176,6 @@ def pretrain(
 
 def _materialize_builtins(cfg: HintConfig, out: Path) -> HintConfig:
     """Generate the synthetic suite (data.superni: builtin) and the demo's Llama (model.path: builtin)."""
-    if BUILTIN not in (cfg.data.superni, cfg.model.path):
-        return cfg
     if cfg.data.superni != BUILTIN:
         raise ConfigError(
             "model.path: builtin needs data.superni: builtin (its vocabulary comes from the suite)"

@@ -18,15 +18,16 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
-from lmadapt.config import ModelConfig, RewardConfig, TrainConfig, save_config
+from lmadapt.config import ModelConfig, RewardConfig, TrainConfig
 from lmadapt.data.preference import collate_pairs, load_preference_pairs, tokenize_pairs
 from lmadapt.data.templates import get_template
 from lmadapt.errors import LmadaptError
 from lmadapt.models.load import apply_lora, load_tokenizer, local_dir, resolve_dtype
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.recipes.dpo import preference_data
-from lmadapt.train.loop import FitResult, evaluate, fit, prepare_output_dir, setup_accelerator
+from lmadapt.train.loop import FitResult, evaluate, fit, setup_accelerator
 from lmadapt.train.preference import BradleyTerryReward
+from lmadapt.train.run import start_run
 
 log = logging.getLogger("lmadapt")
 
@@ -57,25 +58,21 @@ class RewardResult:
 
 
 def run(cfg: RewardConfig) -> RewardResult:
-    out = prepare_output_dir(cfg.train)
-    save_config(cfg, out / "config.yaml")
-    accelerator = setup_accelerator(cfg.train)
+    run = start_run(cfg, cfg.train)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
-    model = load_reward_model(cfg.model, tokenizer.pad_token_id, accelerator.device)
+    model = load_reward_model(cfg.model, tokenizer.pad_token_id, run.device)
     template = get_template(cfg.data.template, tokenizer)
-    train, _ = preference_data(cfg.data.sources, cfg.data, tokenizer, template)
-    evals, _ = preference_data(cfg.data.eval_sources, cfg.data, tokenizer, template)
+    with run.accelerator.main_process_first():  # the token cache is built once, by rank 0
+        train, _ = preference_data(cfg.data.sources, cfg.data, tokenizer, template)
+        evals, _ = preference_data(cfg.data.eval_sources, cfg.data, tokenizer, template)
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, "sequence_classification")
-    objective = BradleyTerryReward()
+    run.create()
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
-    result = fit(model, objective, train, collate, cfg.train, out, accelerator, evals, objective.eval_metrics)
-    if accelerator.is_main_process:
-        save_model_and_tokenizer(accelerator.unwrap_model(model), tokenizer, out, template.jinja)
-    final = {k: round(v, 4) for k, v in result.final_metrics.items()}
-    log.info("trained a reward model for %d steps; final %s", result.state.step, final)
-    return RewardResult(out, accelerator.unwrap_model(model), result)
+    result = fit(model, BradleyTerryReward(), train, collate, cfg.train, run.out, run.accelerator, evals)
+    run.finish(result, lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja))
+    return RewardResult(run.out, model, result)
 
 
 def _load_trained(model_path: Path, pad_token_id: int) -> torch.nn.Module:
@@ -114,10 +111,8 @@ def run_eval_rewards(
     )
     if not pairs:
         raise LmadaptError(f"no evaluation pairs left from {', '.join(map(str, paths))}")
-    objective = BradleyTerryReward()
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
-    loss = evaluate(model, objective, pairs, collate, batch_size, accelerator)["eval_loss"]
-    rewards = objective.pop_metrics("eval")
+    rewards = evaluate(model, BradleyTerryReward(), pairs, collate, batch_size, accelerator)
     metrics = {
         "pairs": len(pairs),
         "dropped": stats.dropped,
@@ -125,7 +120,7 @@ def run_eval_rewards(
         "mean_chosen": rewards["eval_rewards/chosen"],
         "mean_rejected": rewards["eval_rewards/rejected"],
         "mean_margin": rewards["eval_rewards/margins"],
-        "loss": loss,
+        "loss": rewards["eval_loss"],
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from lmadapt.config import DataConfig, SFTConfig, SourceConfig, save_config
+from lmadapt.config import DataConfig, SFTConfig, SourceConfig
 from lmadapt.data.cache import cache_key, load_or_build
 from lmadapt.data.collate import collate_causal, collate_seq2seq
 from lmadapt.data.mixture import MixtureSource, build_mixture
@@ -23,8 +23,9 @@ from lmadapt.data.templates import ChatTemplate, get_template
 from lmadapt.data.tokenize import TokenizedExample, tokenize_all
 from lmadapt.models.load import ModelKind, apply_lora, load_model, load_tokenizer
 from lmadapt.models.save import save_model_and_tokenizer
-from lmadapt.train.loop import FitResult, fit, prepare_output_dir, setup_accelerator
+from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.objectives import LanguageModelling
+from lmadapt.train.run import start_run
 
 log = logging.getLogger("lmadapt")
 
@@ -78,21 +79,25 @@ class SFTResult:
 
 
 def run(cfg: SFTConfig) -> SFTResult:
-    out = prepare_output_dir(cfg.train)
-    save_config(cfg, out / "config.yaml")
-    accelerator = setup_accelerator(cfg.train)
+    run = start_run(cfg, cfg.train)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
-    model, kind = load_model(cfg.model, accelerator.device)
+    model, kind = load_model(cfg.model, run.device)
     template = get_template(cfg.data.template, tokenizer)
-    train = tokenized_sources(cfg.data.sources, cfg.data, tokenizer, template, kind)
-    evals = tokenized_sources(cfg.data.eval_sources, cfg.data, tokenizer, template, kind)
+    with run.accelerator.main_process_first():  # the token cache is built once, by rank 0
+        train = tokenized_sources(cfg.data.sources, cfg.data, tokenizer, template, kind)
+        evals = tokenized_sources(cfg.data.eval_sources, cfg.data, tokenizer, template, kind)
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, kind)
-    result: FitResult = fit(
-        model, LanguageModelling(kind), train, collator(kind, tokenizer), cfg.train, out, accelerator, evals
+    run.create()
+    result = fit(
+        model,
+        LanguageModelling(kind),
+        train,
+        collator(kind, tokenizer),
+        cfg.train,
+        run.out,
+        run.accelerator,
+        evals,
     )
-    if accelerator.is_main_process:
-        save_model_and_tokenizer(accelerator.unwrap_model(model), tokenizer, out, template.jinja)
-    final = {k: round(v, 4) for k, v in result.final_metrics.items()}
-    log.info("trained %d steps, %d tokens; final %s", result.state.step, result.state.trained_tokens, final)
-    return SFTResult(out, accelerator.unwrap_model(model), result)
+    run.finish(result, lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja))
+    return SFTResult(run.out, model, result)

@@ -28,7 +28,8 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 @dataclass
 class TrainerState:
     step: int = 0  # optimizer steps taken; also fixes the data position
-    trained_tokens: int = 0  # summed objective weight (trained tokens for LM losses)
+    trained_tokens: int = 0  # tokens the loss was computed on
+    units: int = 0  # summed objective weight (trained tokens for LM losses, pairs for preferences)
     skipped_steps: int = 0  # non-finite gradients
     elapsed_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)

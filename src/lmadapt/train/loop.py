@@ -12,7 +12,6 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,31 +22,15 @@ import torch
 from accelerate import Accelerator
 
 from lmadapt.config import TrainConfig
-from lmadapt.errors import LmadaptError
+from lmadapt.errors import Interrupted, LmadaptError
 from lmadapt.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
-from lmadapt.train.monitor import Monitor, plot_loss_curve
+from lmadapt.train.monitor import Monitor, format_metrics, plot_loss_curve
 from lmadapt.train.objectives import Objective
 from lmadapt.train.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger("lmadapt")
 
 MAX_CONSECUTIVE_SKIPS = 10
-
-
-def prepare_output_dir(cfg: TrainConfig) -> Path:
-    """Create the run directory. An existing non-empty one is kept unless resuming or asked to overwrite."""
-    if not cfg.output_dir:
-        raise LmadaptError("train.output_dir is not set")
-    out = Path(cfg.output_dir)
-    if out.exists() and any(out.iterdir()) and not cfg.resume:
-        if not cfg.overwrite:
-            raise LmadaptError(
-                f"output directory '{out}' already exists and is not empty; pass --resume to continue "
-                "that run or --overwrite (train.overwrite=true) to replace it"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def setup_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -102,9 +85,12 @@ def fit(
     out_dir: Path,
     accelerator: Accelerator,
     eval_examples: Sequence[Any] = (),
-    eval_fn: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
 ) -> FitResult:
-    """Train `model` in place. `eval_fn(model, step)` may add task metrics at each evaluation."""
+    """Train `model` in place; evaluate on `eval_examples` every `cfg.eval_every` steps and at the end.
+
+    With `cfg.save_every` > 0 a checkpoint is written every that many steps and at the last step. Ctrl-C
+    ends the run with `Interrupted`, which names the step reached and the checkpoint to resume from.
+    """
     if not train_examples:
         raise LmadaptError("no training examples left after loading and filtering the data")
     torch.manual_seed(cfg.seed)
@@ -124,71 +110,75 @@ def fit(
     elif cfg.resume:
         log.info("no complete checkpoint under %s; starting from scratch", ckpt_root)
 
-    monitor = Monitor(out_dir, steps, state.step, cfg.progress, enabled=accelerator.is_main_process)
+    main = accelerator.is_main_process
+    monitor = Monitor(out_dir, steps, state.step, cfg.progress, enabled=main, unit=objective.unit)
     monitor.reset_rate(state.trained_tokens)
     consecutive_skips = 0
     start_time = time.perf_counter() - state.elapsed_s
     last_metrics: dict[str, float] = {}
     model.train()
-    while state.step < steps:
-        first_micro = state.step * cfg.grad_accum * world
-        batches = [
-            collate([train_examples[i] for i in plan.indices(first_micro + j * world + rank)])
-            for j in range(cfg.grad_accum)
-        ]
-        loss_total, global_weight = accumulate_gradients(model, objective, batches, accelerator)
-        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf")))
-        if math.isfinite(grad_norm):
-            optimizer.step()
-            consecutive_skips = 0
-        else:
-            state.skipped_steps += 1
-            consecutive_skips += 1
-            log.warning("step %d: non-finite gradient norm, update skipped", state.step + 1)
-            if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-                raise LmadaptError(f"{consecutive_skips} consecutive non-finite gradients; lower train.lr")
-        optimizer.zero_grad(set_to_none=True)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        state.step += 1
-        state.trained_tokens += global_weight
-        state.elapsed_s = time.perf_counter() - start_time
-        loss = loss_total / max(global_weight, 1)
-        last_metrics = {"loss": loss, "lr": lr, "grad_norm": grad_norm}
-        log_now = state.step % max(1, cfg.log_every) == 0 or state.step == steps
-        # Objectives with their own statistics (DPO rewards, accuracy) report them since the last log.
-        if log_now and (pop_metrics := getattr(objective, "pop_metrics", None)) is not None:
-            last_metrics.update(pop_metrics("train"))
-        monitor.step(
-            state.step,
-            state.trained_tokens,
-            {**last_metrics, "trained_tokens": state.trained_tokens},
-            log_now,
-        )
+    try:
+        while state.step < steps:
+            first_micro = state.step * cfg.grad_accum * world
+            batches = [
+                collate([train_examples[i] for i in plan.indices(first_micro + j * world + rank)])
+                for j in range(cfg.grad_accum)
+            ]
+            loss_total, units, tokens = accumulate_gradients(model, objective, batches, accelerator)
+            max_norm = cfg.max_grad_norm or float("inf")
+            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
+            if math.isfinite(grad_norm):
+                optimizer.step()
+                consecutive_skips = 0
+            else:
+                state.skipped_steps += 1
+                consecutive_skips += 1
+                log.warning("step %d: non-finite gradient norm, update skipped", state.step + 1)
+                if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+                    raise LmadaptError(
+                        f"{consecutive_skips} consecutive non-finite gradients; lower train.lr"
+                    )
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            state.step += 1
+            state.units += units
+            state.trained_tokens += tokens
+            state.elapsed_s = time.perf_counter() - start_time
+            last_metrics = {"loss": loss_total / max(units, 1), "lr": lr, "grad_norm": grad_norm}
+            log_now = state.step % max(1, cfg.log_every) == 0 or state.step == steps
+            if log_now:  # statistics of the objective's own (DPO rewards, accuracy) since the last log
+                last_metrics.update(objective.pop_metrics("train"))
+            counts = {"trained_tokens": state.trained_tokens}
+            if objective.unit != "tokens":
+                counts[objective.unit] = state.units
+            monitor.step(state.step, state.trained_tokens, {**last_metrics, **counts}, log_now)
 
-        is_last = state.step == steps
-        if (cfg.eval_every and state.step % cfg.eval_every == 0) or is_last:
-            eval_metrics = evaluate(model, objective, eval_examples, collate, cfg.batch_size, accelerator)
-            if eval_fn is not None:
-                eval_metrics.update(eval_fn(accelerator.unwrap_model(model), state.step))
-            if eval_metrics:
-                monitor.write({"step": state.step, **eval_metrics})
-                last_metrics.update(eval_metrics)
-                log.info("step %d: %s", state.step, _fmt(eval_metrics))
-            model.train()
-            monitor.reset_rate(state.trained_tokens)
-        if (
-            cfg.save_every
-            and state.step % cfg.save_every == 0
-            and not is_last
-            and accelerator.is_main_process
-        ):
-            save_checkpoint(
-                ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg.keep_last
-            )
-            monitor.reset_rate(state.trained_tokens)
+            is_last = state.step == steps
+            if (cfg.eval_every and state.step % cfg.eval_every == 0) or is_last:
+                eval_metrics = evaluate(model, objective, eval_examples, collate, cfg.batch_size, accelerator)
+                if eval_metrics:
+                    monitor.write({"step": state.step, **eval_metrics})
+                    last_metrics.update(eval_metrics)
+                    monitor.line(f"step {state.step}/{steps} eval: {format_metrics(eval_metrics)}")
+                model.train()
+                monitor.reset_rate(state.trained_tokens)
+            if cfg.save_every and (state.step % cfg.save_every == 0 or is_last) and main:
+                save_checkpoint(
+                    ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg.keep_last
+                )
+                monitor.reset_rate(state.trained_tokens)
+    except KeyboardInterrupt:
+        monitor.close()
+        newest = latest_checkpoint(ckpt_root)
+        where = (
+            f"newest checkpoint {newest}; rerun the same command with --resume to continue from it"
+            if newest is not None
+            else "no checkpoint written yet (train.save_every); a rerun starts over"
+        )
+        raise Interrupted(f"interrupted at step {state.step} of {steps}; {where}") from None
     monitor.close()
-    if accelerator.is_main_process:
+    if main:
         plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png", title=out_dir.name)
     return FitResult(state=state, total_steps=steps, final_metrics=last_metrics)
 
@@ -198,15 +188,16 @@ def accumulate_gradients(
     objective: Objective,
     batches: list[dict[str, torch.Tensor]],
     accelerator: Accelerator,
-) -> tuple[float, int]:
-    """Backpropagate one effective batch made of micro-batches; returns (summed loss, global weight).
+) -> tuple[float, int, int]:
+    """Backpropagate one effective batch made of micro-batches.
 
-    Each micro-batch's summed loss is divided by the unit count (trained tokens) of the whole
+    Each micro-batch's summed loss is divided by the unit count (e.g. trained tokens) of the whole
     effective batch across all ranks, so the accumulated gradient equals that of one big batch.
+    Returns (summed loss, units, trained tokens), each summed over ranks.
     """
     world = accelerator.num_processes
-    local_weight = sum(objective.weight(b) for b in batches)
-    global_weight = int(_all_sum(accelerator, float(local_weight)))
+    local = [sum(objective.weight(b) for b in batches), sum(objective.trained_tokens(b) for b in batches)]
+    global_units, global_tokens = (int(x) for x in _all_sum(accelerator, local))
     loss_total = 0.0
     for j, batch in enumerate(batches):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -215,9 +206,9 @@ def accumulate_gradients(
         with ctx, accelerator.autocast():
             loss_sum = objective.loss_sum(model, batch)
         # DDP averages gradients over ranks; scaling by `world` turns that into a global sum.
-        accelerator.backward(loss_sum * world / max(global_weight, 1))
+        accelerator.backward(loss_sum * world / max(global_units, 1))
         loss_total += float(loss_sum.detach())
-    return _all_sum(accelerator, loss_total), global_weight
+    return _all_sum(accelerator, [loss_total])[0], global_units, global_tokens
 
 
 @torch.no_grad()
@@ -229,7 +220,8 @@ def evaluate(
     batch_size: int,
     accelerator: Accelerator,
 ) -> dict[str, float]:
-    """Mean eval loss per unit over `examples` (sharded over ranks). Empty dict when none."""
+    """Mean eval loss per unit over `examples` (sharded over ranks) and the objective's eval statistics.
+    Empty dict when there are no examples."""
     if not examples:
         return {}
     model.eval()
@@ -241,15 +233,13 @@ def evaluate(
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
             total += float(objective.loss_sum(model, batch))
-    return {"eval_loss": _all_sum(accelerator, total) / max(_all_sum(accelerator, float(weight)), 1.0)}
+    total, weight = _all_sum(accelerator, [total, float(weight)])
+    return {"eval_loss": total / max(weight, 1.0), **objective.pop_metrics("eval")}
 
 
-def _all_sum(accelerator: Accelerator, value: float) -> float:
+def _all_sum(accelerator: Accelerator, values: list[float]) -> list[float]:
+    """`values` summed over ranks (one collective for all of them)."""
     if accelerator.num_processes == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
-    return float(accelerator.reduce(t, reduction="sum"))
-
-
-def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    return accelerator.reduce(t, reduction="sum").tolist()

@@ -16,17 +16,27 @@ log = logging.getLogger("lmadapt")
 
 
 class Monitor:
-    """Writes one JSON object per logged step to `metrics.jsonl` (and TensorBoard when installed).
+    """Writes one JSON object per logged step to `metrics.jsonl` (and TensorBoard when installed), and
+    shows progress: a live bar on a terminal (with `progress`), else one plain line per logged step,
+    so a log file gets readable records instead of carriage-return redraws.
 
     On resume, records past the resumed step (written after the checkpoint, before the crash) are
     dropped so the file describes exactly one training trajectory.
     """
 
     def __init__(
-        self, out_dir: Path, total_steps: int, start_step: int, progress: bool, enabled: bool = True
+        self,
+        out_dir: Path,
+        total_steps: int,
+        start_step: int,
+        progress: bool,
+        enabled: bool = True,
+        unit: str = "tokens",
     ):
         self.enabled = enabled
         self.path = out_dir / "metrics.jsonl"
+        self.total_steps, self.unit = total_steps, unit
+        self._start = (time.perf_counter(), start_step)
         self._last_time = time.perf_counter()
         self._last_tokens = 0
         self._bar = None
@@ -34,11 +44,9 @@ class Monitor:
         if not enabled:
             return
         _truncate_after(self.path, start_step)
-        if progress:
-            # Redirected to a file, a bar that redraws every 0.1 s would fill the log.
-            interval = 0.5 if sys.stderr.isatty() else 30.0
+        if progress and sys.stderr.isatty():
             self._bar = tqdm(
-                total=total_steps, initial=start_step, desc="train", dynamic_ncols=True, mininterval=interval
+                total=total_steps, initial=start_step, desc="train", dynamic_ncols=True, mininterval=0.5
             )
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -64,6 +72,25 @@ class Monitor:
             self._bar.set_postfix(
                 loss=f"{metrics.get('loss', math.nan):.4f}", tok_s=f"{record['tokens_per_s']:.0f}"
             )
+        else:
+            self.line(f"step {step}/{self.total_steps} {format_metrics(record)} eta {self._eta(step, now)}")
+
+    def line(self, text: str) -> None:
+        """A log line that does not break the progress bar."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            log.info("%s", text)
+
+    def _eta(self, step: int, now: float) -> str:
+        started, first_step = self._start
+        done = step - first_step
+        if done <= 0:
+            return "?"
+        seconds = int((now - started) / done * (self.total_steps - step))
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -82,8 +109,25 @@ class Monitor:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """`key=value` pairs for a log line: learning rates in scientific notation, other floats to 4 digits."""
+
+    def fmt(key: str, value: Any) -> str:
+        if isinstance(value, float):
+            if key == "lr" or key.endswith("/lr"):
+                return f"{value:.2e}"
+            if key.endswith("per_s") or key.endswith("tokens"):
+                return f"{value:.0f}"
+            return f"{value:.4f}"
+        return str(value)
+
+    return " ".join(f"{k}={fmt(k, v)}" for k, v in metrics.items() if k != "step")
 
 
 def _truncate_after(path: Path, step: int) -> None:

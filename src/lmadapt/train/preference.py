@@ -32,8 +32,9 @@ from lmadapt.config import PreferenceLossConfig
 from lmadapt.data.cache import content_digest
 from lmadapt.data.preference import TokenizedPair, collate_pairs
 from lmadapt.losses import dpo as dpo_losses
-from lmadapt.losses.lm import IGNORE_INDEX
+from lmadapt.losses.lm import IGNORE_INDEX, count_trained_tokens
 from lmadapt.losses.reward import bradley_terry
+from lmadapt.train.objectives import unwrap_ddp
 
 log = logging.getLogger("lmadapt")
 
@@ -42,11 +43,6 @@ ReferenceFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
 
 # Bump when the way reference log-probs are computed or stored changes.
 REFERENCE_FORMAT_VERSION = 1
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a DDP wrapper (accelerate's prepare)."""
-    return getattr(model, "module", model)
 
 
 @functools.lru_cache(maxsize=8)
@@ -61,7 +57,7 @@ def reply_log_probs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor,
     (`logits_to_keep`), so long prompts cost no [T, V] logits.
     """
     input_ids, labels = batch["input_ids"], batch["labels"]
-    core = _unwrap(model)
+    core = unwrap_ddp(model)
     core = core.get_base_model() if hasattr(core, "get_base_model") else core
     trained_columns = (labels != IGNORE_INDEX).any(dim=0).nonzero()
     first = int(trained_columns[0]) if len(trained_columns) else 1
@@ -75,7 +71,7 @@ def reply_log_probs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor,
 
 def adapters_off_reference(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Reference logps [2B] of a PEFT policy: the same model with its adapters disabled."""
-    with torch.no_grad(), _unwrap(model).disable_adapter():
+    with torch.no_grad(), unwrap_ddp(model).disable_adapter():
         return reply_log_probs(model, batch)[0]
 
 
@@ -122,23 +118,23 @@ class PairStats:
 class _PairObjective:
     """Shared parts: the pair is the unit; train and eval statistics are kept apart."""
 
+    unit = "pairs"
+
     def __init__(self) -> None:
         self.stats = {"train": PairStats(), "eval": PairStats()}
 
     def weight(self, batch: Batch) -> int:
         return batch["input_ids"].size(0) // 2
 
+    def trained_tokens(self, batch: Batch) -> int:
+        return count_trained_tokens(batch["labels"], shift=True)
+
     def _record(self, model: torch.nn.Module, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
         self.stats["train" if model.training else "eval"].add(chosen.detach(), rejected.detach())
 
-    def pop_metrics(self, split: str = "train") -> dict[str, float]:
+    def pop_metrics(self, split: str) -> dict[str, float]:
         """Reward statistics of `split` ("train" or "eval") since the last call; eval names get "eval_"."""
         return self.stats[split].pop("eval_" if split == "eval" else "")
-
-    def eval_metrics(self, model: torch.nn.Module, step: int) -> dict[str, float]:
-        """`fit`'s eval_fn: the statistics of the evaluation pass that just ran, plus the training
-        ones gathered since the previous evaluation."""
-        return {**self.pop_metrics("train"), **self.pop_metrics("eval")}
 
 
 class DirectPreference(_PairObjective):
