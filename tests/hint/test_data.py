@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from transformers import ByT5Tokenizer
 
 from lmadapt.data.tasks import (
@@ -93,6 +92,20 @@ def test_reading_documents_names_the_bad_line(tmp_path):
     assert err.value.line == 2 and err.value.field == "text"
 
 
-def test_collated_batch_feeds_a_model():
-    batch = collate_hint([HintExample(0, [5, 6], [IGNORE_INDEX, 6])], [[1, 2]], 0)
-    assert all(isinstance(v, torch.Tensor) for v in batch.values())
+def test_collated_batch_holds_each_instruction_once_and_maps_examples_to_it():
+    examples = [
+        HintExample(1, [5, 6, 7], [IGNORE_INDEX, 6, 7]),
+        HintExample(0, [8], [8]),
+        HintExample(1, [9], [9]),
+    ]
+    batch = collate_hint(examples, [[1, 2], [3, 4, 4]], pad_token_id=0)
+    assert batch["instruction_ids"].tolist() == [[3, 4, 4], [1, 2, 0]]  # in order of first use, padded
+    assert batch["instruction_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["instruction_index"].tolist() == [0, 1, 0]
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0], [9, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0], [1, 0, 0]]
+    assert batch["labels"].tolist() == [
+        [IGNORE_INDEX, 6, 7],
+        [8, IGNORE_INDEX, IGNORE_INDEX],
+        [9, IGNORE_INDEX, IGNORE_INDEX],
+    ]

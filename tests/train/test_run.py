@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lmadapt.config import SFTConfig, SourceConfig, TrainConfig, load_config, save_config
-from lmadapt.errors import DataError, LmadaptError
+from lmadapt.errors import ConfigError, DataError, LmadaptError
 from lmadapt.recipes import sft
 from lmadapt.train.checkpoint import latest_checkpoint
 from lmadapt.train.monitor import Monitor, format_metrics
@@ -40,7 +40,7 @@ def _cfg(tmp_path: Path, model_dir: Path, data: Path, *extra: str) -> SFTConfig:
 
 def test_start_run_writes_nothing_and_create_makes_the_directory(tmp_path):
     cfg = SFTConfig(train=TrainConfig(output_dir=str(tmp_path / "run"), num_threads=1))
-    run = start_run(cfg, cfg.train)
+    run = start_run(cfg, cfg.train, has_eval_data=False)
     assert not run.out.exists()
     run.create()
     assert load_config(SFTConfig, run.out / "config.yaml") == cfg
@@ -52,10 +52,10 @@ def test_existing_directory_is_refused_and_kept_unless_overwrite(tmp_path):
     (out / "model.safetensors").write_text("precious")
     cfg = SFTConfig(train=TrainConfig(output_dir=str(out), num_threads=1))
     with pytest.raises(LmadaptError, match="already exists"):
-        start_run(cfg, cfg.train)
+        start_run(cfg, cfg.train, has_eval_data=False)
     assert (out / "model.safetensors").read_text() == "precious"
     cfg.train.overwrite = True
-    run = start_run(cfg, cfg.train)
+    run = start_run(cfg, cfg.train, has_eval_data=False)
     assert (out / "model.safetensors").exists()  # nothing is removed before the inputs are known good
     run.create()
     assert not (out / "model.safetensors").exists() and (out / "config.yaml").is_file()
@@ -154,3 +154,10 @@ def test_format_metrics_prints_learning_rates_in_scientific_notation():
     assert format_metrics({"step": 3, "lr": 0.0001, "loss": 1.23456, "tokens_per_s": 1234.5}) == (
         "lr=1.00e-04 loss=1.2346 tokens_per_s=1234"
     )
+
+
+def test_an_eval_schedule_without_eval_data_is_refused(tmp_path):
+    cfg = SFTConfig(train=TrainConfig(output_dir=str(tmp_path / "run"), eval_every=10))
+    with pytest.raises(ConfigError, match="eval_every"):
+        start_run(cfg, cfg.train, has_eval_data=False)
+    assert start_run(cfg, cfg.train, has_eval_data=True).out == tmp_path / "run"

@@ -128,7 +128,7 @@ class DPOResult:
 
 def run(cfg: DPOConfig) -> DPOResult:
     validate_preference_loss(cfg.dpo)
-    run = start_run(cfg, cfg.train)
+    run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources))
     accelerator = run.accelerator
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     model, kind = load_model(cfg.model, run.device)

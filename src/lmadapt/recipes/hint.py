@@ -78,7 +78,7 @@ def run(cfg: HintConfig) -> HintResult:
         raise ConfigError("model.lora: HINT generates its own LoRA weights; use hint.modules: [lora] instead")
     if not cfg.data.superni:
         raise ConfigError("data.superni is not set: a natural-instructions clone, or 'builtin'")
-    run = start_run(cfg, cfg.train)
+    run = start_run(cfg, cfg.train, has_eval_data=cfg.data.eval_instances_per_task > 0)
     if BUILTIN in (cfg.data.superni, cfg.model.path):
         run.create()  # the built-in suite and model are generated inside the run directory
         cfg = _materialize_builtins(cfg, run.out)

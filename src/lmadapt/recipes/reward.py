@@ -58,7 +58,7 @@ class RewardResult:
 
 
 def run(cfg: RewardConfig) -> RewardResult:
-    run = start_run(cfg, cfg.train)
+    run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources))
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     model = load_reward_model(cfg.model, tokenizer.pad_token_id, run.device)

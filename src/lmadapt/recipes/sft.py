@@ -79,7 +79,7 @@ class SFTResult:
 
 
 def run(cfg: SFTConfig) -> SFTResult:
-    run = start_run(cfg, cfg.train)
+    run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources))
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     model, kind = load_model(cfg.model, run.device)
     template = get_template(cfg.data.template, tokenizer)

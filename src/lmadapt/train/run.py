@@ -2,11 +2,11 @@
 
 A recipe reads top to bottom:
 
-    run = start_run(cfg, cfg.train)   # output directory checked, accelerator up; nothing written yet
-    ...load tokenizer, model, template, data...   # a bad input fails here and leaves no trace on disk
-    run.create()                      # rank 0 creates the directory and config.yaml; other ranks wait
+    run = start_run(cfg, cfg.train, has_eval_data)  # output dir checked, accelerator up; nothing written
+    ...load tokenizer, model, template, data...      # a bad input fails here, leaving no trace on disk
+    run.create()                   # rank 0 creates the directory and config.yaml; other ranks wait
     result = fit(...)
-    run.finish(result, export)        # rank 0 writes the Hugging Face outputs and result.json
+    run.finish(result, export)     # rank 0 writes the Hugging Face outputs and result.json
 
 `result.json` marks a finished run: resuming one says so and does nothing. Resuming with a config that
 differs from the saved one names the differences and refuses unless `train.force_resume` (`--force`).
@@ -27,7 +27,7 @@ import yaml
 from accelerate import Accelerator
 
 from lmadapt.config import TrainConfig, save_config, to_dict
-from lmadapt.errors import LmadaptError
+from lmadapt.errors import ConfigError, LmadaptError
 from lmadapt.train.loop import FitResult, setup_accelerator
 
 log = logging.getLogger("lmadapt")
@@ -110,10 +110,12 @@ class TrainingRun:
         return exported
 
 
-def start_run(cfg: Any, train: TrainConfig) -> TrainingRun:
+def start_run(cfg: Any, train: TrainConfig, has_eval_data: bool) -> TrainingRun:
     """Check that `train.output_dir` may be used (nothing is written yet) and set up the accelerator."""
     if not train.output_dir:
         raise LmadaptError("train.output_dir is not set")
+    if train.eval_every and not has_eval_data:
+        raise ConfigError("train.eval_every is set but the recipe has no evaluation data to evaluate on")
     out = Path(train.output_dir)
     exists = out.exists() and any(out.iterdir())
     if exists and not train.resume and not train.overwrite:
