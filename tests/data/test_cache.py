@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 from transformers import ByT5Tokenizer
 
-from lmadapt.data.cache import cache_key, content_digest, load_or_build
+from lmadapt.data.cache import cache_key, cached_examples
 from lmadapt.data.mixture import MixtureSource
 from lmadapt.data.templates import CHATML_JINJA, TULU_JINJA
 from lmadapt.data.tokenize import TokenizedExample
+from lmadapt.store import MANIFEST, content_digest
 
 EXAMPLES = [
     TokenizedExample([5, 6, 7, 1], [-100, -100, 7, 1]),
@@ -92,19 +92,17 @@ class Builder:
 
 def test_second_call_hits_and_returns_the_same_examples(tmp_path):
     build = Builder(EXAMPLES)
-    assert load_or_build(tmp_path / "cache", "k", build) == (EXAMPLES, False)
-    assert load_or_build(tmp_path / "cache", "k", build) == (EXAMPLES, True)
+    assert cached_examples(tmp_path / "cache", "k", build) == (EXAMPLES, False)
+    assert cached_examples(tmp_path / "cache", "k", build) == (EXAMPLES, True)
     assert build.calls == 1
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["k"]  # no temp dirs left
-    assert sorted(p.name for p in (tmp_path / "cache" / "k").iterdir()) == [
-        "examples.safetensors",
-        "meta.json",
-    ]
+    # no staged directories left; the lock file that serialises builds stays
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".k.lock", "k"]
+    assert sorted(p.name for p in (tmp_path / "cache" / "k").iterdir()) == ["examples.safetensors", MANIFEST]
 
 
 def test_empty_dataset_round_trips(tmp_path):
-    load_or_build(tmp_path, "k", Builder([]))
-    assert load_or_build(tmp_path, "k", Builder([])) == ([], True)
+    cached_examples(tmp_path, "k", Builder([]))
+    assert cached_examples(tmp_path, "k", Builder([])) == ([], True)
 
 
 def flip_last_byte(entry):
@@ -117,22 +115,22 @@ def flip_last_byte(entry):
 @pytest.mark.parametrize(
     "damage",
     [
-        lambda entry: (entry / "meta.json").unlink(),
+        lambda entry: (entry / MANIFEST).unlink(),
         lambda entry: (entry / "examples.safetensors").unlink(),
-        lambda entry: (entry / "meta.json").write_text("{not json"),
+        lambda entry: (entry / MANIFEST).write_text("{not json"),
         lambda entry: (entry / "examples.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}"),
         lambda entry: (entry / "examples.safetensors").write_bytes(
             (entry / "examples.safetensors").read_bytes()[:-4]
         ),
-        lambda entry: (entry / "meta.json").write_text(
-            json.dumps({**json.loads((entry / "meta.json").read_text()), "count": 2})
+        lambda entry: (entry / MANIFEST).write_text(
+            (entry / MANIFEST).read_text().replace('"count": 3', '"count": 2')
         ),
         flip_last_byte,
     ],
     ids=[
-        "no meta",
+        "no manifest",
         "no tensors",
-        "bad meta",
+        "bad manifest",
         "other tensors",
         "truncated tensors",
         "wrong count",
@@ -140,12 +138,12 @@ def flip_last_byte(entry):
     ],
 )
 def test_damaged_entry_is_rebuilt(tmp_path, damage):
-    load_or_build(tmp_path, "k", Builder(EXAMPLES))
+    cached_examples(tmp_path, "k", Builder(EXAMPLES))
     damage(tmp_path / "k")
     build = Builder(EXAMPLES)
-    assert load_or_build(tmp_path, "k", build) == (EXAMPLES, False)
+    assert cached_examples(tmp_path, "k", build) == (EXAMPLES, False)
     assert build.calls == 1
-    assert load_or_build(tmp_path, "k", build) == (EXAMPLES, True)
+    assert cached_examples(tmp_path, "k", build) == (EXAMPLES, True)
 
 
 def test_failed_build_leaves_no_entry(tmp_path):
@@ -153,21 +151,21 @@ def test_failed_build_leaves_no_entry(tmp_path):
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        load_or_build(tmp_path / "cache", "k", crash)
+        cached_examples(tmp_path / "cache", "k", crash)
     assert not (tmp_path / "cache" / "k").exists()
 
 
 def test_crash_while_writing_leaves_no_entry(tmp_path, monkeypatch):
     import lmadapt.data.cache as cache
 
-    def write_then_crash(entry, key, examples):
-        (entry / "examples.safetensors").write_bytes(b"partial")
+    def write_then_crash(examples, directory):
+        (directory / "examples.safetensors").write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache, "_write", write_then_crash)
+    monkeypatch.setattr(cache, "_save", write_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        load_or_build(tmp_path, "k", Builder(EXAMPLES))
-    assert list(tmp_path.iterdir()) == []
+        cached_examples(tmp_path, "k", Builder(EXAMPLES))
+    assert [p.name for p in tmp_path.iterdir()] == [".k.lock"]
 
 
 def test_tokenizer_fingerprint_survives_save_and_reload(tmp_path):

@@ -17,6 +17,7 @@ from lmadapt.hint import (
 )
 from lmadapt.hint.cache import run_hypernetwork, save_modules
 from lmadapt.hint.run import HINT_FILE, HYPERNETWORK_FILE, MODEL_DIR
+from lmadapt.store import MANIFEST
 
 CFG = HypernetworkConfig(modules=["adapter", "prefix"], adapter_size=4, prefix_length=2)
 
@@ -54,7 +55,7 @@ def test_compiled_instruction_is_keyed_by_run_and_text_and_reused(save_run, tmp_
     run = load_hint_run(save_run("llama", CFG))
     text = "Definition: reverse the list.\n\n"
     path = compile_instruction(run, text, tmp_path / "out")
-    assert path.name == f"{instruction_key(run.run_id, text)}.safetensors"
+    assert path.name == instruction_key(run.run_id, text)
     assert instruction_key(run.run_id, text) != instruction_key(run.run_id, text + " ")
     assert instruction_key(run.run_id, text) != instruction_key("0" * 64, text)
     modules, meta = load_modules(path)
@@ -85,7 +86,7 @@ def test_predict_runs_the_hypernetwork_once_per_task_not_per_batch(save_run, tmp
     instances = _instances(n_tasks=2, per_task=5)
     result = predict(run, instances, max_new_tokens=3, batch_size=2, cache_dir=tmp_path / "m")
     assert result.compiled == 2 and run.model.hypernetwork_passes == 2
-    assert len(result.predictions) == 10 and len(list((tmp_path / "m").glob("*.safetensors"))) == 2
+    assert len(result.predictions) == 10 and len(list((tmp_path / "m").glob(f"*/{MANIFEST}"))) == 2
     again = predict(run, instances, max_new_tokens=3, batch_size=4, cache_dir=tmp_path / "m")
     assert again.compiled == 0 and run.model.hypernetwork_passes == 2
     assert again.predictions == result.predictions

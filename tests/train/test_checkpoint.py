@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import random
+import socket
 
 import numpy as np
 import torch
 
 from lmadapt.config import TrainConfig
+from lmadapt.store import MANIFEST
 from lmadapt.train.checkpoint import (
-    COMPLETE,
     TrainerState,
     latest_checkpoint,
     load_checkpoint,
@@ -38,14 +39,14 @@ def test_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_path):
         _step(model, opt, sched)
     random.seed(7)
     np.random.seed(7)
-    path = save_checkpoint(tmp_path, model, opt, sched, TrainerState(step=3, trained_tokens=99), keep_last=2)
+    entry = save_checkpoint(tmp_path, model, opt, sched, TrainerState(step=3, trained_tokens=99), keep_last=2)
     # What an uninterrupted run does next (its step draws from torch's RNG too):
     _step(model, opt, sched)
     expected = [p.detach().clone() for p in model.parameters()]
     expected_rand = (random.random(), float(np.random.rand()), torch.rand(1).item())
 
     model2, opt2, sched2 = _setup(1)  # different init: everything must come from the checkpoint
-    state = load_checkpoint(path, model2, opt2, sched2)
+    state = load_checkpoint(entry, model2, opt2, sched2)
     assert state.step == 3 and state.trained_tokens == 99
     _step(model2, opt2, sched2)
     for a, b in zip(expected, model2.parameters(), strict=True):
@@ -53,18 +54,20 @@ def test_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_path):
     assert (random.random(), float(np.random.rand()), torch.rand(1).item()) == expected_rand
 
 
-def test_incomplete_checkpoints_are_ignored_and_old_ones_pruned(tmp_path):
+def test_incomplete_checkpoints_are_ignored_and_old_ones_pruned(tmp_path, dead_pid):
     model, opt, sched = _setup(0)
     for step in (2, 4, 6):
         save_checkpoint(tmp_path, model, opt, sched, TrainerState(step=step), keep_last=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000004", "step-00000006"]
-    # A crash mid-write leaves a temp dir and possibly a final-named dir without the marker.
-    (tmp_path / ".tmp-step-00000008-1").mkdir()
+    # A crash mid-write leaves a staged dir (a dead writer's) and no final-named entry; a final-named dir
+    # without a manifest (an older layout, or a copy cut short) is no checkpoint either.
+    staged = tmp_path / f".tmp-step-00000008+{socket.gethostname()}+{dead_pid}+0"
+    staged.mkdir()
     crashed = tmp_path / "step-00000010"
     crashed.mkdir()
     (crashed / "trainable.safetensors").write_bytes(b"partial")
-    assert latest_checkpoint(tmp_path) == tmp_path / "step-00000006"
-    assert (tmp_path / "step-00000006" / COMPLETE).is_file()
+    assert latest_checkpoint(tmp_path).path == tmp_path / "step-00000006"
+    assert (tmp_path / "step-00000006" / MANIFEST).is_file()
     save_checkpoint(tmp_path, model, opt, sched, TrainerState(step=8), keep_last=2)
-    assert not (tmp_path / ".tmp-step-00000008-1").exists()
-    assert latest_checkpoint(tmp_path) == tmp_path / "step-00000008"
+    assert not staged.exists()
+    assert latest_checkpoint(tmp_path).path == tmp_path / "step-00000008"

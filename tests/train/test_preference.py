@@ -13,6 +13,7 @@ from lmadapt.data.tokenize import TokenizedExample
 from lmadapt.losses.dpo import sequence_log_probs
 from lmadapt.models.load import apply_lora
 from lmadapt.models.tiny import tiny_llama
+from lmadapt.store import MANIFEST
 from lmadapt.train.loop import accumulate_gradients, setup_accelerator
 from lmadapt.train.preference import (
     BradleyTerryReward,
@@ -171,7 +172,7 @@ def test_reference_cache_computes_once_and_rebuilds_corrupt_entries(tmp_path, ca
     again, hit = load_or_compute_reference(tmp_path, "k1", 2, compute)
     assert hit and computed == [1] and torch.equal(again, logps)
     files = sorted(p.name for p in (tmp_path / "reference" / "k1").iterdir())
-    assert files == ["meta.json", "ref_logps.safetensors"]
+    assert files == [MANIFEST, "ref_logps.safetensors"]
     (tmp_path / "reference" / "k1" / "ref_logps.safetensors").write_bytes(b"garbage")
     caplog.set_level("WARNING", logger="lmadapt")
     _, hit = load_or_compute_reference(tmp_path, "k1", 2, compute)

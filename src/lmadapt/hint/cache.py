@@ -1,10 +1,11 @@
-"""Compile once, reuse: an instruction becomes a module file the first time it is seen.
+"""Compile once, reuse: an instruction becomes a module entry the first time it is seen.
 
 A compiled instruction is the generated modules of one hypernetwork pass (batch dimension 1, plus the
-fusion tensors) in a safetensors file named by `instruction_key(run_id, instruction)`, a SHA-256 of the
-run's content hash and the exact instruction text. The file's metadata repeats both, so a stale or
-foreign file is recompiled rather than used. Inference asks `ModuleCache.get` for every task: one
-hypernetwork pass per distinct instruction, however many batches use it.
+fusion tensors): a store entry (lmadapt.store: atomic, checksummed) named by
+`instruction_key(run_id, instruction)`, a SHA-256 of the run's content hash and the exact instruction
+text, holding modules.safetensors. The manifest repeats both, so a stale, foreign or damaged entry is
+recompiled rather than used. Inference asks `ModuleCache.get` for every task: one hypernetwork pass per
+distinct instruction, however many batches use it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -20,10 +22,13 @@ from safetensors.torch import save_file
 from lmadapt.hint.data import tokenize_instruction
 from lmadapt.hint.modules import GeneratedModules
 from lmadapt.hint.run import HintRun
+from lmadapt.store import CorruptEntry, Entry, load_or_build, open_entry, write_entry
 
 log = logging.getLogger("lmadapt")
 
-MODULE_FORMAT = "lmadapt-hint-modules/1"
+MODULE_KIND = "hint-modules"
+MODULE_VERSION = 2
+MODULES_FILE = "modules.safetensors"
 
 
 def instruction_key(run_id: str, instruction: str) -> str:
@@ -45,25 +50,42 @@ def run_hypernetwork(run: HintRun, instruction: str) -> GeneratedModules:
         model.train(was_training)
 
 
+def _write_modules(
+    modules: GeneratedModules, directory: Path, run_id: str, instruction: str
+) -> dict[str, Any]:
+    save_file(
+        {name: t.detach().contiguous().cpu() for name, t in modules.items()}, str(directory / MODULES_FILE)
+    )
+    return {"run_id": run_id, "instruction": instruction}
+
+
 def save_modules(path: str | Path, modules: GeneratedModules, run_id: str, instruction: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.detach().contiguous().cpu() for name, t in modules.items()}
-    metadata = {"format": MODULE_FORMAT, "run_id": run_id, "instruction": instruction}
-    save_file(tensors, str(path), metadata=metadata)
-    return path
+    """Store `modules` as the entry `path` (replacing one already there)."""
+    write_entry(
+        path,
+        MODULE_KIND,
+        MODULE_VERSION,
+        lambda directory: _write_modules(modules, directory, run_id, instruction),
+        replace=True,
+    )
+    return Path(path)
+
+
+def _read_modules(entry: Entry, device: torch.device | str) -> GeneratedModules:
+    with safe_open(str(entry.path / MODULES_FILE), framework="pt", device=str(device)) as f:
+        return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
 
 
 def load_modules(
     path: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[GeneratedModules, dict[str, str]]:
-    """(modules, metadata) of a compiled-instruction file."""
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        return {name: f.get_tensor(name) for name in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
+    """(modules, {"run_id", "instruction"}) of a compiled-instruction entry, verified; CorruptEntry if not."""
+    entry = open_entry(path, MODULE_KIND, MODULE_VERSION)
+    return _read_modules(entry, device), entry.meta
 
 
 def compile_instruction(run: HintRun, instruction: str, out_dir: str | Path | None = None) -> Path:
-    """Compile `instruction` into `out_dir` (default: the run's module cache); returns the module file."""
+    """Compile `instruction` into `out_dir` (default: the run's module cache); returns its entry directory."""
     cache = ModuleCache(run, out_dir)
     cache.get(instruction)
     return cache.path(instruction)
@@ -84,38 +106,48 @@ class ModuleCache:
         self._memory: dict[str, GeneratedModules] = {}
 
     def path(self, instruction: str) -> Path:
-        return self.directory / f"{instruction_key(self.run.run_id, instruction)}.safetensors"
+        return self.directory / instruction_key(self.run.run_id, instruction)
 
     def get(self, instruction: str) -> GeneratedModules:
         key = instruction_key(self.run.run_id, instruction)
-        if key in self._memory:
-            return self._memory[key]
-        modules = self._read(instruction)
-        if modules is None:
-            modules = run_hypernetwork(self.run, instruction)
-            self.compiled += 1
-            self._write(instruction, modules)
-        self._memory[key] = modules
-        return modules
+        if key not in self._memory:
+            self._memory[key] = self._stored(instruction) if self.persist else self._compile(instruction)
+        return self._memory[key]
 
-    def _read(self, instruction: str) -> GeneratedModules | None:
-        path = self.path(instruction)
-        if not path.is_file():
-            return None
-        reference = next(self.run.model.parameters())
-        modules, meta = load_modules(path, reference.device)
-        if meta.get("run_id") != self.run.run_id or meta.get("instruction") != instruction:
-            log.warning("%s belongs to another run or instruction; recompiling", path)
-            return None
-        return {name: t.to(reference.dtype) if t.is_floating_point() else t for name, t in modules.items()}
+    def _compile(self, instruction: str) -> GeneratedModules:
+        self.compiled += 1
+        return run_hypernetwork(self.run, instruction)
 
-    def _write(self, instruction: str, modules: GeneratedModules) -> None:
-        if not self.persist:
-            return
+    def _stored(self, instruction: str) -> GeneratedModules:
+        """The entry's modules (as the model's dtype), compiling and storing them when missing or unusable."""
+        run_id, reference = self.run.run_id, next(self.run.model.parameters())
+        built: list[GeneratedModules] = []
+
+        def build() -> GeneratedModules:
+            built.append(self._compile(instruction))
+            return built[0]
+
+        def load(entry: Entry) -> GeneratedModules:
+            if entry.meta.get("run_id") != run_id or entry.meta.get("instruction") != instruction:
+                raise CorruptEntry(f"{entry.path} belongs to another run or instruction")
+            modules = _read_modules(entry, reference.device)
+            return {
+                name: t.to(reference.dtype) if t.is_floating_point() else t for name, t in modules.items()
+            }
+
         try:
-            save_modules(self.path(instruction), modules, self.run.run_id, instruction)
+            modules, _ = load_or_build(
+                self.path(instruction),
+                MODULE_KIND,
+                MODULE_VERSION,
+                build,
+                lambda modules, directory: _write_modules(modules, directory, run_id, instruction),
+                load,
+            )
+            return modules
         except OSError as err:
             log.warning(
                 "cannot write compiled modules to %s (%s); keeping them in memory", self.directory, err
             )
             self.persist = False
+            return built[0] if built else self._compile(instruction)

@@ -6,7 +6,7 @@ Layout of a run directory:
       hint.json                  format, hypernetwork config, data settings, run_id (content hash)
       hypernetwork.safetensors   parameter generator (+ separate instruction encoder) weights
       model/                     underlying model + tokenizer (save_pretrained; plain transformers loads it)
-      modules/                   compiled-instruction cache, <key>.safetensors (see hint.cache)
+      modules/                   compiled-instruction cache, <key>/ store entries (see hint.cache)
       config.yaml, metrics.jsonl, loss.png, checkpoints/, pretrain/   training records
 
 `run_id` hashes the weight files and the configuration, so compiled modules of an older run in the

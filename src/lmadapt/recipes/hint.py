@@ -51,6 +51,7 @@ from lmadapt.hint.predict import predict
 from lmadapt.hint.run import RunSettings, load_hint_run, save_hint_run
 from lmadapt.models.load import load_model, load_tokenizer
 from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult, build_base_model, training_budget
+from lmadapt.store import CorruptEntry, open_entry, write_entry
 from lmadapt.train.checkpoint import trainable_state
 from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.objectives import LanguageModelling
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("lmadapt")
 
 BUILTIN = "builtin"
-PRETRAINED = "pretrained.safetensors"  # trainable weights after pretraining, for resuming into finetuning
+PRETRAINED = "pretrained"  # store entry: trainable weights after pretraining, for resuming into finetuning
+PRETRAINED_KIND = "hint-pretrained"
 
 
 @dataclass
@@ -145,14 +147,18 @@ def pretrain(
 ) -> None:
     """A/B/C pretraining under RUN/pretrain/ (resumable; skipped when a resumed run already finished it)."""
     stage = out / "pretrain"
-    done = stage / PRETRAINED
-    params = dict(model.named_parameters())
-    if done.is_file():
-        with torch.no_grad():
-            for name, value in load_file(str(done)).items():
-                params[name].copy_(value)
-        log.info("pretraining already done: loaded %s", done)
-        return
+    if (stage / PRETRAINED).exists():
+        try:
+            done = open_entry(stage / PRETRAINED, PRETRAINED_KIND, 1)
+        except CorruptEntry as e:
+            log.warning("pretraining result unusable, pretraining again (resuming its checkpoints): %s", e)
+        else:
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, value in load_file(str(done.path / "trainable.safetensors")).items():
+                    params[name].copy_(value)
+            log.info("pretraining already done: loaded %s", done.path)
+            return
     documents = read_documents(cfg.pretrain.sources, cfg.pretrain.max_documents)
     data = split_documents(
         documents,
@@ -171,7 +177,13 @@ def pretrain(
     collate = partial(collate_hint, instructions=data.instructions, pad_token_id=tokenizer.pad_token_id)
     fit(model, objective, data.examples, collate, train_cfg, stage, accelerator)
     if accelerator.is_main_process:
-        save_file(trainable_state(accelerator.unwrap_model(model)), str(done))
+        weights = trainable_state(accelerator.unwrap_model(model))
+
+        def write_files(directory: Path) -> dict[str, Any]:
+            save_file(weights, str(directory / "trainable.safetensors"))
+            return {}
+
+        write_entry(stage / PRETRAINED, PRETRAINED_KIND, 1, write_files, replace=True)
 
 
 def _materialize_builtins(cfg: HintConfig, out: Path) -> HintConfig:
@@ -202,7 +214,7 @@ def _materialize_builtins(cfg: HintConfig, out: Path) -> HintConfig:
 
 @dataclass
 class CompileResult:
-    path: Path  # the module file, <out>/<key>.safetensors
+    path: Path  # the module entry, <out>/<key>/
     key: str
     instruction: str  # the exact text the hypernetwork read
     peft_dir: Path | None

@@ -1,18 +1,18 @@
-"""Atomic training checkpoints for exact resume, stored without pickles.
+"""Training checkpoints for exact resume, stored without pickles as entries of lmadapt.store.
 
-A checkpoint is a directory `checkpoints/step-00000042/` holding the trainable weights, the
-optimizer state (tensors in safetensors, the rest in JSON), the scheduler and trainer state, and
-every RNG state. It is written under a temporary name and renamed into place only after a
-`COMPLETE` marker is on disk, so a crash mid-write never leaves a directory that looks complete.
+A checkpoint is a store entry `checkpoints/step-00000042/` holding the trainable weights, the optimizer
+state (tensors in safetensors, the rest in JSON), the scheduler and trainer state, and every RNG state.
+The store stages, fsyncs, checksums and renames it into place, so a crash mid-write never leaves an
+entry that verifies; resuming takes the newest checkpoint that verifies and skips damaged ones with a
+warning.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import random
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-COMPLETE = "COMPLETE"
+from lmadapt.store import MANIFEST, CorruptEntry, Entry, discard, open_entry, write_entry
+
+log = logging.getLogger("lmadapt")
+
+CHECKPOINT_KIND = "checkpoint"
+CHECKPOINT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -46,57 +51,59 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: TrainerState,
     keep_last: int,
-) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{state.step:08d}"
-    tmp = root / f".tmp-step-{state.step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    opt_tensors, opt_meta = _split_optimizer_state(optimizer.state_dict())
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    _write_json(tmp / "optimizer.json", opt_meta)
-    _write_json(tmp / "scheduler.json", scheduler.state_dict())
-    _write_json(tmp / "trainer_state.json", asdict(state))
-    rng_tensors, rng_meta = _rng_state()
-    save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    _write_json(tmp / "rng.json", rng_meta)
-    for f in tmp.iterdir():  # the data must be durable before the marker that vouches for it
-        _fsync(f)
-    _write_json(tmp / COMPLETE, {"step": state.step})
-    _fsync(tmp)
-    if final.exists():  # a re-run of the same step after a resume: replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync(root)
+) -> Entry:
+    """Store everything needed to resume at `state.step` as `root/step-NNNNNNNN`, then prune old ones."""
+
+    def write_files(directory: Path) -> dict[str, Any]:
+        save_file(trainable_state(model), str(directory / "trainable.safetensors"))
+        opt_tensors, opt_meta = _split_optimizer_state(optimizer.state_dict())
+        save_file(opt_tensors, str(directory / "optimizer.safetensors"))
+        _write_json(directory / "optimizer.json", opt_meta)
+        _write_json(directory / "scheduler.json", scheduler.state_dict())
+        _write_json(directory / "trainer_state.json", asdict(state))
+        rng_tensors, rng_meta = _rng_state()
+        save_file(rng_tensors, str(directory / "rng.safetensors"))
+        _write_json(directory / "rng.json", rng_meta)
+        return {"step": state.step}
+
+    # replace: a re-run of the same step after a resume (the old one may be the damaged one skipped)
+    entry = write_entry(
+        root / f"step-{state.step:08d}", CHECKPOINT_KIND, CHECKPOINT_VERSION, write_files, replace=True
+    )
     prune_checkpoints(root, keep_last)
-    return final
+    return entry
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """Newest complete checkpoint under `root`, or None."""
-    complete = [p for p in _step_dirs(root) if (p / COMPLETE).is_file()]
-    return complete[-1] if complete else None
+def open_checkpoint(path: Path) -> Entry:
+    """The checkpoint at `path`, verified against its manifest; CorruptEntry when it is not intact."""
+    return open_entry(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)
+
+
+def latest_checkpoint(root: Path) -> Entry | None:
+    """Newest checkpoint under `root` that verifies (None if none); damaged newer ones are skipped, warned."""
+    for path in reversed(_step_dirs(root)):
+        try:
+            return open_checkpoint(path)
+        except CorruptEntry as e:
+            log.warning("skipping checkpoint %s for the previous one: %s", path.name, e)
+    return None
 
 
 def prune_checkpoints(root: Path, keep_last: int) -> None:
-    """Keep the newest `keep_last` complete checkpoints; remove older ones and stale temp dirs."""
-    for tmp in root.glob(".tmp-step-*"):
-        if not tmp.name.endswith(f"-{os.getpid()}"):
-            shutil.rmtree(tmp, ignore_errors=True)
-    complete = [p for p in _step_dirs(root) if (p / COMPLETE).is_file()]
+    """Keep the newest `keep_last` complete (manifest-bearing) checkpoints; remove older ones."""
+    complete = [p for p in _step_dirs(root) if (p / MANIFEST).is_file()]
     for old in complete[: max(0, len(complete) - max(1, keep_last))]:
-        shutil.rmtree(old, ignore_errors=True)
+        discard(old)
 
 
 def load_checkpoint(
-    path: Path,
+    checkpoint: Entry,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> TrainerState:
-    """Restore everything `save_checkpoint` wrote; returns the trainer state."""
+    """Restore everything `save_checkpoint` wrote from a verified checkpoint; returns the trainer state."""
+    path = checkpoint.path
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
@@ -176,19 +183,8 @@ def _to_lists(x: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    path.write_text(json.dumps(obj), encoding="utf-8")
 
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -106,7 +106,7 @@ def fit(
     state = TrainerState()
     if cfg.resume and (ckpt := latest_checkpoint(ckpt_root)) is not None:
         state = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
-        log.info("resumed from %s (step %d of %d)", ckpt, state.step, steps)
+        log.info("resumed from %s (step %d of %d)", ckpt.path, state.step, steps)
     elif cfg.resume:
         log.info("no complete checkpoint under %s; starting from scratch", ckpt_root)
 

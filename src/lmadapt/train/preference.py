@@ -17,23 +17,20 @@ import hashlib
 import inspect
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors import SafetensorError
-from safetensors.torch import load, save_file
+from safetensors.torch import load_file, save_file
 
 from lmadapt.config import PreferenceLossConfig
-from lmadapt.data.cache import content_digest
 from lmadapt.data.preference import TokenizedPair, collate_pairs
 from lmadapt.losses import dpo as dpo_losses
 from lmadapt.losses.lm import IGNORE_INDEX, count_trained_tokens
 from lmadapt.losses.reward import bradley_terry
+from lmadapt.store import CorruptEntry, Entry, content_digest, load_or_build
 from lmadapt.train.objectives import unwrap_ddp
 
 log = logging.getLogger("lmadapt")
@@ -42,7 +39,9 @@ Batch = dict[str, torch.Tensor]
 ReferenceFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
 
 # Bump when the way reference log-probs are computed or stored changes.
-REFERENCE_FORMAT_VERSION = 1
+REFERENCE_FORMAT_VERSION = 2
+REFERENCE_KIND = "reference-logps"
+REFERENCE_FILE = "ref_logps.safetensors"
 
 
 @functools.lru_cache(maxsize=8)
@@ -228,46 +227,21 @@ def reference_cache_key(model_path: str | Path, precision: str, data_key: str) -
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 
-def _read_reference(entry: Path, key: str, count: int) -> torch.Tensor:
-    meta = json.loads((entry / "meta.json").read_text())
-    data = (entry / "ref_logps.safetensors").read_bytes()
-    if meta.get("version") != REFERENCE_FORMAT_VERSION or meta.get("key") != key:
-        raise ValueError("written by another format version or for another key")
-    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-        raise ValueError("tensor file does not match its checksum")
-    logps = load(data)["ref_logps"]
-    if logps.shape != (count, 2):
-        raise ValueError(f"holds {tuple(logps.shape)} log-probs, expected ({count}, 2)")
-    return logps
-
-
 def load_or_compute_reference(
     cache_dir: str | Path, key: str, count: int, compute: Callable[[], torch.Tensor]
 ) -> tuple[torch.Tensor, bool]:
-    """(reference logps [count, 2], hit): the intact cached entry for `key`, else compute()'s result,
-    stored atomically (written in a temporary directory, then renamed into place)."""
+    """(reference logps [count, 2], hit): the intact cached entry for `key` (in the store, under
+    <cache_dir>/reference/), else compute()'s result, stored."""
+
+    def save(logps: torch.Tensor, directory: Path) -> dict[str, Any]:
+        save_file({"ref_logps": logps.contiguous()}, str(directory / REFERENCE_FILE))
+        return {"count": count}
+
+    def load(entry: Entry) -> torch.Tensor:
+        logps = load_file(str(entry.path / REFERENCE_FILE))["ref_logps"]
+        if logps.shape != (count, 2):
+            raise CorruptEntry(f"{entry.path}: holds {tuple(logps.shape)} log-probs, expected ({count}, 2)")
+        return logps
+
     entry = Path(cache_dir) / "reference" / key
-    if entry.exists():
-        try:
-            logps = _read_reference(entry, key, count)
-            log.info("reference log-probs: cache hit %s", entry)
-            return logps, True
-        except (OSError, ValueError, KeyError, SafetensorError) as e:
-            log.warning("reference log-probs: cache entry %s unusable (%s); recomputing", entry, e)
-    logps = compute().contiguous()
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}.tmp-"))
-    try:
-        save_file({"ref_logps": logps}, str(staging / "ref_logps.safetensors"))
-        sha = hashlib.sha256((staging / "ref_logps.safetensors").read_bytes()).hexdigest()
-        meta = {"version": REFERENCE_FORMAT_VERSION, "key": key, "count": count, "sha256": sha}
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
-        shutil.rmtree(entry, ignore_errors=True)
-        try:
-            os.replace(staging, entry)
-        except OSError:  # another process stored the same entry in between: theirs is as good
-            log.info("reference log-probs: %s was written concurrently; keeping that copy", entry)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("reference log-probs: cached %d pairs in %s", count, entry)
-    return logps, False
+    return load_or_build(entry, REFERENCE_KIND, REFERENCE_FORMAT_VERSION, compute, save, load)
