@@ -115,3 +115,19 @@ def dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
+
+
+@pytest.fixture
+def optimizer_setup():
+    """setup(seed) -> (model, AdamW optimizer, warmup scheduler) of a tiny MLP: what checkpoints hold."""
+    from lmadapt.config import TrainConfig
+    from lmadapt.train.schedule import build_optimizer, build_scheduler
+
+    def setup(seed: int):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+        cfg = TrainConfig(lr=1e-2, warmup_ratio=0.5, weight_decay=0.1)
+        optimizer = build_optimizer(model, cfg)
+        return model, optimizer, build_scheduler(optimizer, cfg, total_steps=20)
+
+    return setup

@@ -105,67 +105,7 @@ def test_empty_dataset_round_trips(tmp_path):
     assert cached_examples(tmp_path, "k", Builder([])) == ([], True)
 
 
-def flip_last_byte(entry):
-    """Silent corruption: the file still parses, one stored number changes."""
-    data = bytearray((entry / "examples.safetensors").read_bytes())
-    data[-1] ^= 1
-    (entry / "examples.safetensors").write_bytes(bytes(data))
-
-
-@pytest.mark.parametrize(
-    "damage",
-    [
-        lambda entry: (entry / MANIFEST).unlink(),
-        lambda entry: (entry / "examples.safetensors").unlink(),
-        lambda entry: (entry / MANIFEST).write_text("{not json"),
-        lambda entry: (entry / "examples.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}"),
-        lambda entry: (entry / "examples.safetensors").write_bytes(
-            (entry / "examples.safetensors").read_bytes()[:-4]
-        ),
-        lambda entry: (entry / MANIFEST).write_text(
-            (entry / MANIFEST).read_text().replace('"count": 3', '"count": 2')
-        ),
-        flip_last_byte,
-    ],
-    ids=[
-        "no manifest",
-        "no tensors",
-        "bad manifest",
-        "other tensors",
-        "truncated tensors",
-        "wrong count",
-        "flipped bit",
-    ],
-)
-def test_damaged_entry_is_rebuilt(tmp_path, damage):
-    cached_examples(tmp_path, "k", Builder(EXAMPLES))
-    damage(tmp_path / "k")
-    build = Builder(EXAMPLES)
-    assert cached_examples(tmp_path, "k", build) == (EXAMPLES, False)
-    assert build.calls == 1
-    assert cached_examples(tmp_path, "k", build) == (EXAMPLES, True)
-
-
-def test_failed_build_leaves_no_entry(tmp_path):
-    def crash():
-        raise RuntimeError("killed")
-
-    with pytest.raises(RuntimeError):
-        cached_examples(tmp_path / "cache", "k", crash)
-    assert not (tmp_path / "cache" / "k").exists()
-
-
-def test_crash_while_writing_leaves_no_entry(tmp_path, monkeypatch):
-    import lmadapt.data.cache as cache
-
-    def write_then_crash(examples, directory):
-        (directory / "examples.safetensors").write_bytes(b"partial")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(cache, "_save", write_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        cached_examples(tmp_path, "k", Builder(EXAMPLES))
-    assert [p.name for p in tmp_path.iterdir()] == [".k.lock"]
+# Damage, crashes and concurrent builders: tests/test_store.py.
 
 
 def test_tokenizer_fingerprint_survives_save_and_reload(tmp_path):

@@ -6,7 +6,6 @@ import socket
 import numpy as np
 import torch
 
-from lmadapt.config import TrainConfig
 from lmadapt.store import MANIFEST
 from lmadapt.train.checkpoint import (
     TrainerState,
@@ -14,15 +13,6 @@ from lmadapt.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from lmadapt.train.schedule import build_optimizer, build_scheduler
-
-
-def _setup(seed: int):
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
-    cfg = TrainConfig(lr=1e-2, warmup_ratio=0.5, weight_decay=0.1)
-    opt = build_optimizer(model, cfg)
-    return model, opt, build_scheduler(opt, cfg, total_steps=20)
 
 
 def _step(model, opt, sched):
@@ -33,8 +23,8 @@ def _step(model, opt, sched):
     sched.step()
 
 
-def test_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_path):
-    model, opt, sched = _setup(0)
+def test_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_path, optimizer_setup):
+    model, opt, sched = optimizer_setup(0)
     for _ in range(3):
         _step(model, opt, sched)
     random.seed(7)
@@ -45,7 +35,7 @@ def test_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_path):
     expected = [p.detach().clone() for p in model.parameters()]
     expected_rand = (random.random(), float(np.random.rand()), torch.rand(1).item())
 
-    model2, opt2, sched2 = _setup(1)  # different init: everything must come from the checkpoint
+    model2, opt2, sched2 = optimizer_setup(1)  # different init: everything must come from the checkpoint
     state = load_checkpoint(entry, model2, opt2, sched2)
     assert state.step == 3 and state.trained_tokens == 99
     _step(model2, opt2, sched2)
@@ -54,8 +44,8 @@ def test_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_path):
     assert (random.random(), float(np.random.rand()), torch.rand(1).item()) == expected_rand
 
 
-def test_incomplete_checkpoints_are_ignored_and_old_ones_pruned(tmp_path, dead_pid):
-    model, opt, sched = _setup(0)
+def test_incomplete_checkpoints_are_ignored_and_old_ones_pruned(tmp_path, dead_pid, optimizer_setup):
+    model, opt, sched = optimizer_setup(0)
     for step in (2, 4, 6):
         save_checkpoint(tmp_path, model, opt, sched, TrainerState(step=step), keep_last=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000004", "step-00000006"]
