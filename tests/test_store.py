@@ -204,7 +204,8 @@ def test_checkpoint_write_killed_between_files_keeps_the_previous_one(tmp_path, 
         cfg = TrainConfig(lr=1e-2)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, total_steps=10)
-        checkpoint.save_checkpoint(Path("ckpt"), model, optimizer, scheduler, checkpoint.TrainerState(step=2), 5)
+        state = checkpoint.TrainerState
+        checkpoint.save_checkpoint(Path("ckpt"), model, optimizer, scheduler, state(step=2), 5)
         write_json = checkpoint._write_json
 
         def die_at_scheduler(path, obj):
@@ -213,7 +214,7 @@ def test_checkpoint_write_killed_between_files_keeps_the_previous_one(tmp_path, 
             write_json(path, obj)
 
         checkpoint._write_json = die_at_scheduler
-        checkpoint.save_checkpoint(Path("ckpt"), model, optimizer, scheduler, checkpoint.TrainerState(step=4), 5)
+        checkpoint.save_checkpoint(Path("ckpt"), model, optimizer, scheduler, state(step=4), 5)
         """,
         tmp_path,
     )

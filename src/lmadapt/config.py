@@ -48,12 +48,23 @@ class ModelConfig:
 
 @dataclass
 class SourceConfig:
-    """One data source of a mixture: all of it, `count` examples, or `fraction` x its size."""
+    """One data file of a mixture: all of it once (neither count nor fraction), `count` records, or
+    `fraction` x its size (open-instruct amounts; above the file's size it is upsampled)."""
 
     path: str = ""
     format: Literal["auto", "messages", "prompt_completion", "alpaca", "sharegpt"] = "auto"
     count: int | None = None
     fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.count is not None and self.fraction is not None:
+            raise ConfigError(f"data source {self.path}: give count or fraction, not both")
+        if self.count is not None and (isinstance(self.count, bool) or not isinstance(self.count, int)):
+            raise ConfigError(f"data source {self.path}: count must be an integer, got {self.count!r}")
+        if self.count is not None and self.count < 1:
+            raise ConfigError(f"data source {self.path}: count must be positive, got {self.count}")
+        if self.fraction is not None and not self.fraction > 0:
+            raise ConfigError(f"data source {self.path}: fraction must be positive, got {self.fraction}")
 
 
 @dataclass

@@ -5,8 +5,8 @@ import shutil
 import pytest
 from transformers import ByT5Tokenizer
 
+from lmadapt.config import SourceConfig
 from lmadapt.data.cache import cache_key, cached_examples
-from lmadapt.data.mixture import MixtureSource
 from lmadapt.data.templates import CHATML_JINJA, TULU_JINJA
 from lmadapt.data.tokenize import TokenizedExample
 from lmadapt.store import MANIFEST, content_digest
@@ -31,7 +31,7 @@ def key_of(data, **changes):
         "tokenizer": ByT5Tokenizer(),
         "template": TULU_JINJA,
         "max_lengths": 128,
-        "mixture": [MixtureSource(str(data), count=1)],
+        "mixture": [SourceConfig(str(data), count=1)],
         "seed": 0,
         "kind": "causal",
         "truncation": "truncate",
@@ -59,7 +59,7 @@ def test_every_input_changes_the_key(data):
         "template": key_of(data, template=CHATML_JINJA),
         "max length": key_of(data, max_lengths=256),
         "max lengths": key_of(data, max_lengths=(128, 64)),
-        "mixture": key_of(data, mixture=[MixtureSource(str(data), fraction=2.0)]),
+        "mixture": key_of(data, mixture=[SourceConfig(str(data), fraction=2.0)]),
         "mixture as dicts": key_of(data, mixture=[{"path": str(data), "count": 2}]),
         "seed": key_of(data, seed=1),
         "kind": key_of(data, kind="seq2seq"),

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lmadapt.data.mixture import MixtureSource, build_mixture, parse_amount
+from lmadapt.config import SourceConfig
+from lmadapt.data.mixture import build_mixture, parse_amount, read_conversations
 from lmadapt.errors import ConfigError
 
 
@@ -36,11 +37,12 @@ def replies(conversations) -> list[str]:
 def test_counts_fractions_and_whole_sources(sources):
     mixture = build_mixture(
         [
-            MixtureSource(sources["a"], count=3),
-            MixtureSource(sources["b"], fraction=0.5),
-            MixtureSource(sources["c"]),
+            SourceConfig(sources["a"], count=3),
+            SourceConfig(sources["b"], fraction=0.5),
+            SourceConfig(sources["c"]),
         ],
-        seed=1,
+        1,
+        read_conversations,
     )
     counts = Counter(reply[0] for reply in replies(mixture))
     assert counts == {"a": 3, "b": 2, "c": 5}
@@ -50,34 +52,37 @@ def test_counts_fractions_and_whole_sources(sources):
 
 def test_fraction_above_one_upsamples_whole_copies_plus_a_sample(sources, caplog):
     with caplog.at_level(logging.INFO, logger="lmadapt"):
-        mixture = build_mixture([MixtureSource(sources["c"], fraction=2.4)], seed=3)
+        mixture = build_mixture([SourceConfig(sources["c"], fraction=2.4)], 3, read_conversations)
     counts = Counter(replies(mixture))
     assert len(mixture) == 12
     assert sorted(counts.values()) == [2, 2, 2, 3, 3]  # two full copies, then 2 distinct extras
-    assert "upsampling" in caplog.text and "5 conversations -> 12" in caplog.text
+    assert "upsampling" in caplog.text and "5 records -> 12" in caplog.text
 
 
 def test_count_above_size_upsamples_the_same_way(sources):
-    mixture = build_mixture([MixtureSource(sources["b"], count=7)], seed=0)
+    mixture = build_mixture([SourceConfig(sources["b"], count=7)], 0, read_conversations)
     assert sorted(Counter(replies(mixture)).values()) == [1, 2, 2, 2]
 
 
 def test_seed_decides_sample_and_order(sources):
     spec = [
-        MixtureSource(sources["a"], count=5),
-        MixtureSource(sources["b"]),
-        MixtureSource(sources["c"], count=3),
+        SourceConfig(sources["a"], count=5),
+        SourceConfig(sources["b"]),
+        SourceConfig(sources["c"], count=3),
     ]
-    first, again, other = (replies(build_mixture(spec, seed)) for seed in (7, 7, 8))
+    first, again, other = (replies(build_mixture(spec, seed, read_conversations)) for seed in (7, 7, 8))
     assert first == again
     assert first != other
-    lines = [(c.source, c.line) for c in build_mixture(spec, seed=7)]
-    assert lines == [(c.source, c.line) for c in build_mixture(spec, seed=7)]
+    lines = [(c.source, c.line) for c in build_mixture(spec, 7, read_conversations)]
+    assert lines == [(c.source, c.line) for c in build_mixture(spec, 7, read_conversations)]
 
 
 def test_sources_are_shuffled_together(sources):
     order = [
-        reply[0] for reply in replies(build_mixture([MixtureSource(p) for p in sources.values()], seed=0))
+        reply[0]
+        for reply in replies(
+            build_mixture([SourceConfig(p) for p in sources.values()], 0, read_conversations)
+        )
     ]
     assert sorted(order) == ["a"] * 10 + ["b"] * 4 + ["c"] * 5
     assert order != sorted(order, key="abc".index)  # not simply concatenated
@@ -96,10 +101,10 @@ def test_parse_amount():
 
 def test_invalid_sources_are_config_errors():
     with pytest.raises(ConfigError, match="not both"):
-        MixtureSource("x.jsonl", count=3, fraction=0.5)
+        SourceConfig("x.jsonl", count=3, fraction=0.5)
     with pytest.raises(ConfigError, match="positive"):
-        MixtureSource("x.jsonl", count=0)
+        SourceConfig("x.jsonl", count=0)
     with pytest.raises(ConfigError, match="positive"):
-        MixtureSource("x.jsonl", fraction=-1.0)
+        SourceConfig("x.jsonl", fraction=-1.0)
     with pytest.raises(ConfigError, match="integer"):
-        MixtureSource("x.jsonl", count=2.5)
+        SourceConfig("x.jsonl", count=2.5)

@@ -7,14 +7,14 @@ import pytest
 import torch
 from transformers import ByT5Tokenizer
 
-from lmadapt.data.mixture import MixtureSource
+from lmadapt.config import SourceConfig
+from lmadapt.data.mixture import build_mixture
 from lmadapt.data.preference import (
     PreferencePair,
     TokenizedPair,
-    build_preference_mixture,
     collate_pairs,
     load_preference_pairs,
-    load_tokenized_pairs,
+    read_preference_source,
     tokenize_pair,
     with_reference,
 )
@@ -171,25 +171,12 @@ def test_with_reference_attaches_rows_in_order_and_checks_shape():
         with_reference(pairs, torch.zeros(3, 2))
 
 
-def test_mixture_counts_and_cache_reuse(tmp_path, caplog):
+def test_preference_sources_mix_like_chat_data(tmp_path):
     path = write_lines(
         tmp_path / "p.jsonl", [{"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(4)]
     )
-    mixed = build_preference_mixture([MixtureSource(str(path), count=6)], seed=0)
+    mixed = build_mixture([SourceConfig(str(path), count=6)], 0, read_preference_source)
     prompts = [p.prompt[0]["content"] for p in mixed]
     assert sorted(prompts.count(f"q{i}") for i in range(4)) == [1, 1, 2, 2]  # all once, 2 sampled again
     with pytest.raises(ConfigError, match="format must be 'auto'"):
-        build_preference_mixture([MixtureSource(str(path), format="messages")], seed=0)
-
-    caplog.set_level("INFO", logger="lmadapt")
-    args = ([MixtureSource(str(path))], TULU, TOK, 64, "truncate", 0, tmp_path / "cache")
-    first, key = load_tokenized_pairs(*args)
-    assert "cache hit" not in caplog.text
-    second, key2 = load_tokenized_pairs(*args)
-    assert "cache hit" in caplog.text and key == key2 and first == second
-    assert sorted(TOK.decode(p.chosen.input_ids[-3:]) for p in first) == [
-        "a0</s>",
-        "a1</s>",
-        "a2</s>",
-        "a3</s>",
-    ]
+        read_preference_source(SourceConfig(str(path), format="messages"))

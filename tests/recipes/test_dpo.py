@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, ByT5Tokenizer
 
-from lmadapt.config import DPOConfig, load_config, save_config
-from lmadapt.data.mixture import MixtureSource
-from lmadapt.data.preference import collate_pairs, load_tokenized_pairs, with_reference
+from lmadapt.config import DataConfig, DPOConfig, SourceConfig, load_config, save_config
+from lmadapt.data.pipeline import load_tokenized
+from lmadapt.data.preference import collate_pairs, with_reference
 from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError
 from lmadapt.models.tiny import tiny_llama
@@ -85,7 +85,7 @@ def test_dpo_learns_the_preference_saves_hf_model_and_reuses_cached_reference(
         tmp_path, tiny_llama_dir, data, "train.max_steps=1", f"train.output_dir={tmp_path / 'run2'}"
     )
     assert _losses(dpo.run(second).out_dir)[0] == pytest.approx(math.log(2), abs=1e-6)
-    assert "reference log-probs: cache hit" in caplog.text
+    assert "reference-logps: cache hit" in caplog.text
 
 
 @pytest.mark.parametrize("loss", ["dpo_norm", "ipo", "simpo"])
@@ -196,9 +196,8 @@ def test_step0_loss_gradients_and_first_steps_match_trl(tmp_path, tiny_llama_dir
     template = get_template("tulu", tok)
 
     # Ours: one step-0 loss and gradient, then 5 steps of the recipe with the cached reference.
-    pairs, _ = load_tokenized_pairs(
-        [MixtureSource(str(data))], template, tok, 1024, "truncate", 0, tmp_path / "c"
-    )
+    data_cfg = DataConfig(max_length=1024, cache_dir=str(tmp_path / "c"))
+    pairs, _ = load_tokenized([SourceConfig(str(data))], data_cfg, tok, template, "preference")
     reference = AutoModelForCausalLM.from_pretrained(reference_dir)
     ref_logps = compute_reference_logps(reference, pairs, tok.pad_token_id, n, torch.device("cpu"))
     ours = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)

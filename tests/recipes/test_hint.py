@@ -24,6 +24,7 @@ from lmadapt.errors import ConfigError
 from lmadapt.hint import is_hint_run, load_hint_run, load_modules, predict
 from lmadapt.hint.run import HYPERNETWORK_FILE, MODEL_DIR
 from lmadapt.recipes import demo, hint
+from lmadapt.store import MANIFEST, open_entry
 
 SMALL = HypernetworkConfig(adapter_size=4, prefix_length=2)
 
@@ -76,7 +77,7 @@ def test_hint_trains_saves_and_predicts(tiny_llama_dir, suite_dir, tmp_path):
     predicted = predict(run, instances, max_new_tokens=4, batch_size=4)
     tasks = {x.task for x in instances}
     assert len(predicted.predictions) == len(instances) and predicted.compiled == len(tasks)
-    assert len(list((out / "modules").glob("*.safetensors"))) == len(tasks)
+    assert len(list((out / "modules").glob(f"*/{MANIFEST}"))) == len(tasks)
 
 
 def test_killed_run_resumes_to_the_same_weights(
@@ -104,7 +105,7 @@ def test_seq2seq_with_pretraining_and_a_separate_encoder(tiny_t5_dir, suite_dir,
     cfg.hint = HypernetworkConfig(encoder="separate", adapter_size=4, prefix_length=2)
     cfg.pretrain = HintPretrainConfig(sources=[str(docs)], max_steps=2, lr=1e-3)
     result = hint.run(cfg)
-    assert (result.out_dir / "pretrain" / hint.PRETRAINED).is_file()
+    open_entry(result.out_dir / "pretrain" / hint.PRETRAINED, hint.PRETRAINED_KIND, 1)  # stored, intact
     assert (
         json.loads((result.out_dir / "pretrain" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
     )
@@ -179,5 +180,5 @@ def test_eval_superni_on_a_hint_run_uses_compiled_modules(tiny_llama_dir, suite_
     lines = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == len(instances)
     # One compiled module file per test task: the instruction was read once per task.
-    assert len(list((run_dir / "modules").glob("*.safetensors"))) == len({x.task for x in instances})
+    assert len(list((run_dir / "modules").glob(f"*/{MANIFEST}"))) == len({x.task for x in instances})
     assert metrics["flops"] is not None and "error" not in metrics["flops"]

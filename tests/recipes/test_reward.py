@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from lmadapt.config import RewardConfig, load_config
-from lmadapt.data.mixture import MixtureSource
-from lmadapt.data.preference import collate_pairs, load_tokenized_pairs
+from lmadapt.config import DataConfig, RewardConfig, SourceConfig, load_config
+from lmadapt.data.pipeline import load_tokenized
+from lmadapt.data.preference import collate_pairs
 from lmadapt.data.templates import get_template
 from lmadapt.recipes import reward
 
@@ -102,15 +102,9 @@ def test_lora_reward_model_saves_an_adapter_that_eval_loads(tmp_path, tiny_llama
     assert any("score" in name and param.requires_grad for name, param in head.items())  # the head trains
     result.model.eval()
     tokenizer = AutoTokenizer.from_pretrained(result.out_dir)
-    pairs, _ = load_tokenized_pairs(
-        [MixtureSource(str(train))],
-        get_template("tulu", tokenizer),
-        tokenizer,
-        1024,
-        "truncate",
-        0,
-        tmp_path / "c",
-    )
+    data_cfg = DataConfig(max_length=1024, cache_dir=str(tmp_path / "c"))
+    template = get_template("tulu", tokenizer)
+    pairs, _ = load_tokenized([SourceConfig(str(train))], data_cfg, tokenizer, template, "preference")
     with torch.no_grad():
         scores = result.model(**{k: v for k, v in collate_pairs(pairs, 0).items() if k != "labels"}).logits
     chosen, rejected = scores.squeeze(-1).chunk(2)

@@ -54,7 +54,7 @@ def cache_key(
     """sha256 hex key of a tokenized dataset.
 
     template: the template's Jinja string (preferred: it changes when the template does) or its name.
-    mixture: MixtureSource objects or their dicts, in order; None when a single file is read whole.
+    mixture: SourceConfig objects or their dicts, in order; None when a single file is read whole.
     """
     description = {
         "version": FORMAT_VERSION,

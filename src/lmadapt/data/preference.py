@@ -1,4 +1,4 @@
-"""Preference pairs: read, validate, mix, tokenise (through the on-disk cache) and batch.
+"""Preference pairs: read, validate, tokenise and batch (mixing and caching: data.pipeline).
 
 A record holds a prompt and two replies, `chosen` and `rejected`, in any file format SFT data
 comes in (.jsonl, .json, .parquet, saved datasets):
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from lmadapt.data.cache import cache_key, load_or_build
+from lmadapt.config import SourceConfig
 from lmadapt.data.collate import collate_causal
 from lmadapt.data.formats import (
     Messages,
@@ -36,7 +35,6 @@ from lmadapt.data.formats import (
     record_unit,
     required_text,
 )
-from lmadapt.data.mixture import MixtureSource, sample_indices
 from lmadapt.data.templates import ChatTemplate
 from lmadapt.data.tokenize import (
     IGNORE_INDEX,
@@ -135,26 +133,11 @@ def load_preference_pairs(path: str | Path) -> list[PreferencePair]:
     return pairs
 
 
-def build_preference_mixture(sources: Sequence[MixtureSource], seed: int) -> list[PreferencePair]:
-    """Load, subsample/upsample and shuffle preference sources, with the SFT mixture's semantics."""
-    mixed: list[PreferencePair] = []
-    for index, source in enumerate(sources):
-        if source.format != "auto":
-            raise ConfigError(
-                f"preference source {source.path}: format must be 'auto', got '{source.format}'"
-            )
-        pairs = load_preference_pairs(source.path)
-        size = len(pairs)
-        amount = size
-        if source.count is not None:
-            amount = source.count
-        elif source.fraction is not None:
-            amount = round(source.fraction * size)
-        rng = random.Random(f"{seed}/{index}")
-        mixed += [pairs[i] for i in sample_indices(size, amount, rng)]
-    random.Random(seed).shuffle(mixed)
-    logger.info("preference mixture of %d sources: %d pairs", len(sources), len(mixed))
-    return mixed
+def read_preference_source(source: SourceConfig) -> list[PreferencePair]:
+    """The pairs of one preference source (the reader `build_mixture` takes for pairs)."""
+    if source.format != "auto":
+        raise ConfigError(f"preference source {source.path}: format must be 'auto', got '{source.format}'")
+    return load_preference_pairs(source.path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,42 +196,6 @@ def tokenize_pairs(
         "prompt",
         f"preference pairs (max_length {max_length}, truncation={truncation})",
     )
-
-
-def load_tokenized_pairs(
-    sources: Sequence[MixtureSource],
-    template: ChatTemplate,
-    tokenizer: Any,
-    max_length: int,
-    truncation: str,
-    seed: int,
-    cache_dir: str | Path,
-) -> tuple[list[TokenizedPair], str]:
-    """Mix and tokenise `sources` through the on-disk token cache: (pairs, the cache key).
-
-    The key names the tokenised data exactly (files, tokenizer, template, lengths, mixture, seed),
-    so other caches derived from the pairs (reference log-probs) can build on it.
-    """
-    key = cache_key(
-        files=[s.path for s in sources],
-        tokenizer=tokenizer,
-        template=template.jinja,
-        max_lengths=max_length,
-        mixture=[dataclasses.asdict(s) for s in sources],
-        seed=seed,
-        kind="preference",
-        truncation=truncation,
-    )
-
-    def build() -> list[TokenizedExample]:
-        pairs, _ = tokenize_pairs(
-            build_preference_mixture(sources, seed), template, tokenizer, max_length, truncation
-        )
-        return [side for pair in pairs for side in (pair.chosen, pair.rejected)]
-
-    flat, hit = load_or_build(Path(cache_dir), key, build)
-    logger.info("%d tokenized preference pairs (%s cache)", len(flat) // 2, "from" if hit else "written to")
-    return [TokenizedPair(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)], key
 
 
 def with_reference(pairs: Sequence[TokenizedPair], ref_logps: torch.Tensor) -> list[TokenizedPair]:

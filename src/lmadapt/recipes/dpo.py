@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from transformers import PreTrainedTokenizerBase
 
-from lmadapt.config import DataConfig, DPOConfig, PreferenceLossConfig, SourceConfig
-from lmadapt.data.mixture import MixtureSource
-from lmadapt.data.preference import TokenizedPair, collate_pairs, load_tokenized_pairs, with_reference
-from lmadapt.data.templates import ChatTemplate, get_template
+from lmadapt.config import DPOConfig, PreferenceLossConfig
+from lmadapt.data.pipeline import TokenizedData, load_tokenized
+from lmadapt.data.preference import TokenizedPair, collate_pairs, with_reference
+from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError
 from lmadapt.models.load import apply_lora, load_model, load_tokenizer, resolve_dtype
 from lmadapt.models.save import save_model_and_tokenizer
@@ -42,18 +41,6 @@ from lmadapt.train.run import start_run
 log = logging.getLogger("lmadapt")
 
 
-def preference_data(
-    sources: list[SourceConfig], data: DataConfig, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate
-) -> tuple[list[TokenizedPair], str]:
-    """Mixed, tokenised pairs of `sources` (through the token cache) and their cache key."""
-    if not sources:
-        return [], ""
-    mixture = [MixtureSource(s.path, s.format, s.count, s.fraction) for s in sources]
-    return load_tokenized_pairs(
-        mixture, template, tokenizer, data.max_length, data.truncation, data.seed, data.cache_dir
-    )
-
-
 def disable_dropout(model: torch.nn.Module) -> None:
     """Zero every dropout (LoRA's too), as TRL does by default: with dropout the policy would differ
     from its reference, whose log-probs are computed in eval mode, before any update."""
@@ -65,7 +52,7 @@ def disable_dropout(model: torch.nn.Module) -> None:
 def attach_cached_reference(
     cfg: DPOConfig,
     policy: torch.nn.Module,
-    splits: list[tuple[list[TokenizedPair], str]],
+    splits: list[TokenizedData],
     pad_token_id: int,
     accelerator: Accelerator,
 ) -> list[list[TokenizedPair]]:
@@ -100,8 +87,7 @@ def attach_cached_reference(
                 )
 
         key = reference_cache_key(ref_path, precision, data_key)
-        with accelerator.main_process_first():  # computed once, by rank 0
-            logps, _ = load_or_compute_reference(cfg.data.cache_dir, key, len(pairs), compute)
+        logps, _ = load_or_compute_reference(cfg.data.cache_dir, key, len(pairs), compute)
         attached.append(with_reference(pairs, logps))
     loaded.clear()
     return attached
@@ -135,9 +121,8 @@ def run(cfg: DPOConfig) -> DPOResult:
     if kind != "causal":
         raise ConfigError(f"DPO needs a causal (decoder-only) model; {cfg.model.path} is {kind}")
     template = get_template(cfg.data.template, tokenizer)
-    with accelerator.main_process_first():  # the token cache is built once, by rank 0
-        train = preference_data(cfg.data.sources, cfg.data, tokenizer, template)
-        evals = preference_data(cfg.data.eval_sources, cfg.data, tokenizer, template)
+    train = load_tokenized(cfg.data.sources, cfg.data, tokenizer, template, "preference")
+    evals = load_tokenized(cfg.data.eval_sources, cfg.data, tokenizer, template, "preference")
     reference: ReferenceFn | None = None
     if cfg.dpo.loss == "simpo":
         splits = [train[0], evals[0]]

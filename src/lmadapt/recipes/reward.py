@@ -19,12 +19,12 @@ import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from lmadapt.config import ModelConfig, RewardConfig, TrainConfig
+from lmadapt.data.pipeline import load_tokenized
 from lmadapt.data.preference import collate_pairs, load_preference_pairs, tokenize_pairs
 from lmadapt.data.templates import get_template
 from lmadapt.errors import LmadaptError
 from lmadapt.models.load import apply_lora, load_tokenizer, local_dir, resolve_dtype
 from lmadapt.models.save import save_model_and_tokenizer
-from lmadapt.recipes.dpo import preference_data
 from lmadapt.train.loop import FitResult, evaluate, fit, setup_accelerator
 from lmadapt.train.preference import BradleyTerryReward
 from lmadapt.train.run import start_run
@@ -63,9 +63,8 @@ def run(cfg: RewardConfig) -> RewardResult:
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     model = load_reward_model(cfg.model, tokenizer.pad_token_id, run.device)
     template = get_template(cfg.data.template, tokenizer)
-    with run.accelerator.main_process_first():  # the token cache is built once, by rank 0
-        train, _ = preference_data(cfg.data.sources, cfg.data, tokenizer, template)
-        evals, _ = preference_data(cfg.data.eval_sources, cfg.data, tokenizer, template)
+    train = load_tokenized(cfg.data.sources, cfg.data, tokenizer, template, "preference").records
+    evals = load_tokenized(cfg.data.eval_sources, cfg.data, tokenizer, template, "preference").records
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, "sequence_classification")
     run.create()
