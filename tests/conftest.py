@@ -131,3 +131,19 @@ def optimizer_setup():
         return model, optimizer, build_scheduler(optimizer, cfg, total_steps=20)
 
     return setup
+
+
+class CountingBuild:
+    """A cache's build function: returns `value` and counts its calls."""
+
+    def __init__(self, value):
+        self.value, self.calls = value, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.value
+
+
+@pytest.fixture
+def counting_build() -> type[CountingBuild]:
+    return CountingBuild

@@ -94,21 +94,12 @@ DAMAGE = {
 }
 
 
-class Builder:
-    def __init__(self, examples):
-        self.examples, self.calls = examples, 0
-
-    def __call__(self):
-        self.calls += 1
-        return self.examples
-
-
 @pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
-def test_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, damage, caplog):
-    cached_examples(tmp_path, "k", Builder(EXAMPLES))
+def test_damaged_cache_entry_is_rebuilt_with_a_warning(counting_build, tmp_path, damage, caplog):
+    cached_examples(tmp_path, "k", counting_build(EXAMPLES))
     damage(tmp_path / "k", "examples.safetensors")
     caplog.set_level("WARNING", logger="lmadapt")
-    build = Builder(EXAMPLES)
+    build = counting_build(EXAMPLES)
     assert cached_examples(tmp_path, "k", build) == (EXAMPLES, False)
     assert build.calls == 1 and "unusable, rebuilding" in caplog.text
     assert cached_examples(tmp_path, "k", build) == (EXAMPLES, True)  # the rebuilt entry verifies
@@ -169,7 +160,7 @@ def staged_leftovers(root: Path) -> list[str]:
     return [p.name for p in root.iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_cache_write_killed_before_its_manifest_is_rebuilt(tmp_path):
+def test_cache_write_killed_before_its_manifest_is_rebuilt(counting_build, tmp_path):
     # The data file is written and fsynced; the process dies as the manifest is about to be written.
     run_killed(
         """
@@ -184,7 +175,7 @@ def test_cache_write_killed_before_its_manifest_is_rebuilt(tmp_path):
     )
     cache = tmp_path / "cache"
     assert not (cache / "k").exists() and len(staged_leftovers(cache)) == 1
-    build = Builder(EXAMPLES)
+    build = counting_build(EXAMPLES)
     assert cached_examples(cache, "k", build) == (EXAMPLES, False) and build.calls == 1
     assert staged_leftovers(cache) == []  # the dead writer's staged directory was cleaned
 

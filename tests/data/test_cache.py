@@ -81,17 +81,8 @@ def test_saved_dataset_directory_digest_covers_every_file(tmp_path):
     assert content_digest(tmp_path / "saved") != before
 
 
-class Builder:
-    def __init__(self, examples):
-        self.examples, self.calls = examples, 0
-
-    def __call__(self):
-        self.calls += 1
-        return self.examples
-
-
-def test_second_call_hits_and_returns_the_same_examples(tmp_path):
-    build = Builder(EXAMPLES)
+def test_second_call_hits_and_returns_the_same_examples(counting_build, tmp_path):
+    build = counting_build(EXAMPLES)
     assert cached_examples(tmp_path / "cache", "k", build) == (EXAMPLES, False)
     assert cached_examples(tmp_path / "cache", "k", build) == (EXAMPLES, True)
     assert build.calls == 1
@@ -100,9 +91,9 @@ def test_second_call_hits_and_returns_the_same_examples(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache" / "k").iterdir()) == ["examples.safetensors", MANIFEST]
 
 
-def test_empty_dataset_round_trips(tmp_path):
-    cached_examples(tmp_path, "k", Builder([]))
-    assert cached_examples(tmp_path, "k", Builder([])) == ([], True)
+def test_empty_dataset_round_trips(counting_build, tmp_path):
+    cached_examples(tmp_path, "k", counting_build([]))
+    assert cached_examples(tmp_path, "k", counting_build([])) == ([], True)
 
 
 # Damage, crashes and concurrent builders: tests/test_store.py.
