@@ -37,7 +37,7 @@ def kill_after_checkpoint():
         proc = lmadapt_cli(command, str(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + timeout
         while (newest := latest_checkpoint(run_dir / "checkpoints")) is None or int(
-            newest.name.split("-")[-1]
+            newest.path.name.split("-")[-1]
         ) < step:
             assert proc.poll() is None, f"`lmadapt {command}` ended before it could be killed"
             assert time.time() < deadline, f"no checkpoint of step {step} after {timeout} s"

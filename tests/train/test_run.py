@@ -81,7 +81,7 @@ def test_resume_rules_changed_config_complete_run_and_final_checkpoint(
     data = write_reverse_data(tmp_path / "train.jsonl", 8)
     result = sft.run(_cfg(tmp_path, tiny_llama_dir, data, "train.max_steps=3", "train.save_every=2"))
     # The last step is checkpointed too, not only multiples of save_every.
-    assert latest_checkpoint(result.out_dir / "checkpoints").name.endswith("00000003")
+    assert latest_checkpoint(result.out_dir / "checkpoints").path.name.endswith("00000003")
     with pytest.raises(RunComplete, match="already complete"):
         sft.run(_cfg(tmp_path, tiny_llama_dir, data, "train.max_steps=3", "train.resume=true"))
 

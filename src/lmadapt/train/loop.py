@@ -172,7 +172,7 @@ def fit(
         monitor.close()
         newest = latest_checkpoint(ckpt_root)
         where = (
-            f"newest checkpoint {newest}; rerun the same command with --resume to continue from it"
+            f"newest checkpoint {newest.path}; rerun the same command with --resume to continue from it"
             if newest is not None
             else "no checkpoint written yet (train.save_every); a rerun starts over"
         )
