@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -151,3 +152,51 @@ def test_killed_run_resumes_to_identical_weights(
         assert torch.equal(a[k], b[k]), k
     steps = [json.loads(line)["step"] for line in (resumed_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # one trajectory, no duplicates
+
+
+def test_packed_step_equals_unpacked_step_with_the_same_trained_tokens(
+    tmp_path, tiny_llama_dir, write_reverse_data
+):
+    """One optimizer step over the whole data: packed rows vs one big padded batch."""
+    data = write_reverse_data(tmp_path / "train.jsonl", 24)
+    exact = [
+        "train.max_steps=1",
+        "train.batch_size=24",  # all examples, or all rows (at most 24)
+        "train.lr=1e-2",
+        "train.adam_eps=1.0",  # makes the update ~linear in the gradient, so gradient errors show
+        "train.warmup_ratio=0.0",
+        "train.schedule=constant",
+        f"data.eval_sources.0.path={data}",
+    ]
+    results = {}
+    for name, extra in (("padded", []), ("packed", ["data.packing=true", "data.pack_length=128"])):
+        cfg = _cfg(tmp_path, tiny_llama_dir, data, *exact, *extra, f"train.output_dir={tmp_path / name}")
+        results[name] = sft.run(cfg)
+    padded, packed = results["padded"], results["packed"]
+    assert packed.fit.state.trained_tokens == padded.fit.state.trained_tokens > 0
+    for key in ("loss", "grad_norm", "eval_loss"):
+        assert packed.fit.final_metrics[key] == pytest.approx(padded.fit.final_metrics[key], rel=1e-5)
+    for name, p in padded.model.named_parameters():
+        torch.testing.assert_close(packed.model.get_parameter(name), p, atol=1e-5, rtol=1e-5)
+    assert (
+        padded.model.get_parameter("lm_head.weight")
+        - AutoModelForCausalLM.from_pretrained(tiny_llama_dir).lm_head.weight
+    ).abs().max() > 1e-3  # the step did move the weights
+
+
+@pytest.mark.parametrize("batching", ["data.packing=true", "data.group_by_length=true"])
+def test_resumed_run_equals_uninterrupted_one(tmp_path, tiny_llama_dir, write_reverse_data, batching, caplog):
+    """Resume from a mid-run checkpoint (across an epoch boundary) lands on the same weights."""
+    data = write_reverse_data(tmp_path / "train.jsonl", 24)
+    common = ["train.max_steps=10", "train.save_every=4", "train.keep_last=5", "train.batch_size=2", batching]
+    straight = sft.run(_cfg(tmp_path, tiny_llama_dir, data, *common))
+    weights = {name: p.detach().clone() for name, p in straight.model.named_parameters()}
+    # As if killed after the step-8 checkpoint: no final checkpoint, outputs or result.json.
+    shutil.rmtree(straight.out_dir / "checkpoints" / "step-00000010")
+    for path in [*straight.out_dir.glob("*.safetensors"), straight.out_dir / "result.json"]:
+        path.unlink()
+    caplog.set_level("INFO", logger="lmadapt")
+    resumed = sft.run(_cfg(tmp_path, tiny_llama_dir, data, *common, "train.resume=true"))
+    assert "step-00000008 (step 8 of 10)" in caplog.text and resumed.fit.state.step == 10
+    for name, p in weights.items():
+        assert torch.equal(resumed.model.get_parameter(name), p), name

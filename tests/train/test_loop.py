@@ -10,7 +10,7 @@ from lmadapt.config import TrainConfig
 from lmadapt.data.collate import collate_causal
 from lmadapt.data.tokenize import TokenizedExample
 from lmadapt.models.tiny import tiny_llama
-from lmadapt.train.loop import BatchPlan, accumulate_gradients, fit, setup_accelerator
+from lmadapt.train.loop import accumulate_gradients, fit, setup_accelerator
 from lmadapt.train.objectives import LanguageModelling
 
 VOCAB = 48
@@ -121,13 +121,3 @@ def test_fit_lowers_loss_and_writes_metrics_and_plot(tmp_path):
     assert (out / "loss.png").stat().st_size > 1000
     if importlib.util.find_spec("tensorboard") is not None:
         assert any((out / "tensorboard").glob("events.out.tfevents.*"))
-
-
-def test_batch_plan_is_a_seeded_permutation_per_epoch():
-    plan = BatchPlan(n_examples=10, batch_size=4, seed=3)
-    epoch0 = [i for m in range(3) for i in plan.indices(m)]
-    epoch1 = [i for m in range(3, 6) for i in plan.indices(m)]
-    assert sorted(epoch0) == list(range(10)) and sorted(epoch1) == list(range(10))
-    assert epoch0 != epoch1
-    assert plan.indices(4) == BatchPlan(10, 4, 3).indices(4)
-    assert plan.indices(0) != BatchPlan(10, 4, 4).indices(0)

@@ -1,8 +1,5 @@
-"""Pure functions that turn tokenized examples into right-padded batch tensors.
-
-A packing collator (several examples per row, per-example attention isolation) can sit beside these
-with the same signature: list of TokenizedExample in, dict of tensors out.
-"""
+"""Pure functions that turn tokenized examples into batch tensors: right-padded, or packed several
+examples to a row (padding-free)."""
 
 from __future__ import annotations
 
@@ -31,6 +28,34 @@ def collate_causal(examples: Sequence[TokenizedExample], pad_token_id: int) -> d
         "attention_mask": pad_right([[1] * len(row) for row in inputs], 0),
         "labels": pad_right([example.labels for example in examples], IGNORE_INDEX),
     }
+
+
+def collate_packed(rows: Sequence[Sequence[TokenizedExample]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Examples concatenated within each row, rows right-padded to the longest: input_ids, labels and
+    position_ids, all (R, T). No attention_mask: the model isolates examples by position_ids, which
+    restart at 0 for each example (and for the padding tail, which is its own segment).
+
+    The first label of every example is -100, so no token is predicted from the previous example's
+    last token: each example trains exactly the tokens it trains unpacked.
+    """
+    ids, labels, positions = [], [], []
+    for row in rows:
+        ids.append([t for example in row for t in example.input_ids])
+        labels.append([lab for example in row for lab in _unpredictable_first(example.labels)])
+        positions.append([p for example in row for p in range(len(example.input_ids))])
+    width = max((len(row) for row in ids), default=0)
+    for row in positions:
+        row.extend(range(width - len(row)))
+    return {
+        "input_ids": pad_right(ids, pad_token_id),
+        "labels": pad_right(labels, IGNORE_INDEX),
+        "position_ids": torch.tensor(positions, dtype=torch.long),
+    }
+
+
+def _unpredictable_first(labels: Sequence[int]) -> list[int]:
+    """An example's labels with its first token untrained (nothing before it in its own example)."""
+    return [IGNORE_INDEX, *labels[1:]] if labels else []
 
 
 # Encoder-decoder batches pad the same way: input_ids/attention_mask (B, S) for the encoder, labels

@@ -26,6 +26,7 @@ from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError
 from lmadapt.models.load import apply_lora, load_model, load_tokenizer, resolve_dtype
 from lmadapt.models.save import save_model_and_tokenizer
+from lmadapt.train.batching import require_unpacked
 from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.preference import (
     DirectPreference,
@@ -114,6 +115,7 @@ class DPOResult:
 
 def run(cfg: DPOConfig) -> DPOResult:
     validate_preference_loss(cfg.dpo)
+    require_unpacked(cfg.data, "dpo")
     run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources))
     accelerator = run.accelerator
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)

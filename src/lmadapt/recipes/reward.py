@@ -25,6 +25,7 @@ from lmadapt.data.templates import get_template
 from lmadapt.errors import LmadaptError
 from lmadapt.models.load import apply_lora, load_tokenizer, local_dir, resolve_dtype
 from lmadapt.models.save import save_model_and_tokenizer
+from lmadapt.train.batching import require_unpacked
 from lmadapt.train.loop import FitResult, evaluate, fit, setup_accelerator
 from lmadapt.train.preference import BradleyTerryReward
 from lmadapt.train.run import start_run
@@ -58,6 +59,7 @@ class RewardResult:
 
 
 def run(cfg: RewardConfig) -> RewardResult:
+    require_unpacked(cfg.data, "reward")
     run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources))
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from lmadapt.config import SFTConfig
-from lmadapt.data.collate import collate_causal, collate_seq2seq
 from lmadapt.data.pipeline import load_tokenized
 from lmadapt.data.templates import get_template
-from lmadapt.models.load import ModelKind, apply_lora, load_model, load_tokenizer
+from lmadapt.models.load import apply_lora, load_model, load_tokenizer
 from lmadapt.models.save import save_model_and_tokenizer
+from lmadapt.train.batching import lm_batches
 from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.objectives import LanguageModelling
 from lmadapt.train.run import start_run
@@ -28,9 +26,6 @@ from lmadapt.train.run import start_run
 log = logging.getLogger("lmadapt")
 
 
-def collator(kind: ModelKind, tokenizer: PreTrainedTokenizerBase):
-    collate = collate_seq2seq if kind == "seq2seq" else collate_causal
-    return partial(collate, pad_token_id=tokenizer.pad_token_id)
 
 
 @dataclass
@@ -47,18 +42,21 @@ def run(cfg: SFTConfig) -> SFTResult:
     template = get_template(cfg.data.template, tokenizer)
     train = load_tokenized(cfg.data.sources, cfg.data, tokenizer, template, kind).records
     evals = load_tokenized(cfg.data.eval_sources, cfg.data, tokenizer, template, kind).records
+    seed, pad_id = cfg.train.seed, tokenizer.pad_token_id
+    batches = lm_batches(train, evals, cfg.data, kind, cfg.train.batch_size, seed, pad_id)
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, kind)
     run.create()
     result = fit(
         model,
         LanguageModelling(kind),
-        train,
-        collator(kind, tokenizer),
+        batches.train,
+        batches.collate,
         cfg.train,
         run.out,
         run.accelerator,
-        evals,
+        batches.evals,
+        plan=batches.plan,
     )
     run.finish(result, lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja))
     return SFTResult(run.out, model, result)

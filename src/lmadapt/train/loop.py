@@ -23,6 +23,7 @@ from accelerate import Accelerator
 
 from lmadapt.config import TrainConfig
 from lmadapt.errors import Interrupted, LmadaptError
+from lmadapt.train.batching import BatchPlan, MicroBatchPlan
 from lmadapt.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from lmadapt.train.monitor import Monitor, format_metrics, plot_loss_curve
 from lmadapt.train.objectives import Objective
@@ -41,25 +42,6 @@ def setup_accelerator(cfg: TrainConfig) -> Accelerator:
     if use_cpu:
         torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
     return Accelerator(cpu=use_cpu, mixed_precision=precision)
-
-
-@dataclass
-class BatchPlan:
-    """Deterministic micro-batch order: an endless stream of seeded per-epoch permutations."""
-
-    n_examples: int
-    batch_size: int
-    seed: int
-
-    @property
-    def micro_per_epoch(self) -> int:
-        return math.ceil(self.n_examples / self.batch_size)
-
-    def indices(self, micro_index: int) -> list[int]:
-        epoch, within = divmod(micro_index, self.micro_per_epoch)
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(self.n_examples, generator=gen)
-        return perm[within * self.batch_size : (within + 1) * self.batch_size].tolist()
 
 
 def total_steps(cfg: TrainConfig, n_examples: int, world_size: int) -> int:
@@ -85,8 +67,10 @@ def fit(
     out_dir: Path,
     accelerator: Accelerator,
     eval_examples: Sequence[Any] = (),
+    plan: MicroBatchPlan | None = None,
 ) -> FitResult:
     """Train `model` in place; evaluate on `eval_examples` every `cfg.eval_every` steps and at the end.
+    `plan` picks each micro-batch's items (lmadapt.train.batching); by default a seeded shuffle.
 
     With `cfg.save_every` > 0 a checkpoint is written every that many steps and at the last step. Ctrl-C
     ends the run with `Interrupted`, which names the step reached and the checkpoint to resume from.
@@ -96,7 +80,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     world, rank = accelerator.num_processes, accelerator.process_index
     steps = total_steps(cfg, len(train_examples), world)
-    plan = BatchPlan(len(train_examples), cfg.batch_size, cfg.seed)
+    plan = plan or BatchPlan(len(train_examples), cfg.batch_size, cfg.seed)
 
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps)

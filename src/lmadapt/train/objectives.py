@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 
 from lmadapt.losses.lm import count_trained_tokens, token_nll_sum
+from lmadapt.models.packing import packed_attention_inputs
 
 Batch = dict[str, torch.Tensor]
 
@@ -65,6 +66,11 @@ class LanguageModelling:
 
     def loss_sum(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if "position_ids" in inputs and "attention_mask" not in inputs:
+            # Packed rows (collate_packed): attention isolated per example on every backend.
+            core = unwrap_ddp(model)
+            dtype = next(core.parameters()).dtype
+            inputs.update(packed_attention_inputs(core.config, inputs["position_ids"], dtype))
         if not self.shift:
             # Passing decoder inputs (not labels) skips the model's own mean-reduced loss.
             core = unwrap_ddp(model)
