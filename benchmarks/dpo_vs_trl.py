@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import string
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import StepTimes, run_child
 
 # On this shared 2-core machine two threads per process were up to 5x slower than one whenever
 # other jobs ran (threads wait on each other when one is descheduled), in both sides alike.
@@ -123,7 +122,7 @@ def run_ours(work: Path, args: argparse.Namespace, round_index: int) -> dict:
 def run_trl(work: Path, args: argparse.Namespace, round_index: int) -> dict:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, ByT5Tokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, ByT5Tokenizer
     from trl import DPOConfig, DPOTrainer
 
     from lmadapt.data.templates import get_template
@@ -133,13 +132,6 @@ def run_trl(work: Path, args: argparse.Namespace, round_index: int) -> dict:
 
         def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
             return token_ids_0 + (token_ids_1 or [])
-
-    class StepTimes(TrainerCallback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
-
-        def on_step_end(self, *_, **__):
-            self.ends.append(time.perf_counter())
 
     baseline = maxrss_mb()
     start = time.perf_counter()
@@ -204,29 +196,26 @@ def child(args: argparse.Namespace) -> None:
 
 
 def spawn(side: str, work: Path, args: argparse.Namespace, round_index: int) -> dict:
-    command = [
-        sys.executable,
+    return run_child(
         __file__,
-        "--side",
-        side,
-        "--work",
-        str(work),
-        "--round",
-        str(round_index),
-        "--batch",
-        str(args.batch),
-        "--steps",
-        str(args.steps),
-        "--warmup",
-        str(args.warmup),
-        "--trl-args",
-        args.trl_args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} run failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        [
+            "--side",
+            side,
+            "--work",
+            str(work),
+            "--round",
+            str(round_index),
+            "--batch",
+            str(args.batch),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--trl-args",
+            args.trl_args,
+        ],
+        THREADS,
+    )
 
 
 def main() -> None:
