@@ -77,13 +77,13 @@ class DataConfig:
     truncation: Literal["truncate", "drop"] = "truncate"
     cache_dir: str = ".cache/lmadapt"
     seed: int = 0
-    # SFT of causal models only. packing: examples are concatenated into rows of at most pack_length
+    # SFT only. packing (causal models): examples are concatenated into rows of at most pack_length
     # tokens (0 = max_length), with positions restarting and attention and labels isolated per
     # example, so every example's loss and gradient are those of the unpadded run. train.batch_size
     # then counts rows, not examples: a micro-batch is batch_size rows of up to pack_length tokens.
     packing: bool = False
     pack_length: int = 0
-    # Unpacked path: micro-batches of similar-length examples (less padding), in a seeded random order.
+    # Unpacked batches: micro-batches of similar-length examples (less padding), in a seeded random order.
     group_by_length: bool = False
 
 
