@@ -26,8 +26,6 @@ from lmadapt.train.run import start_run
 log = logging.getLogger("lmadapt")
 
 
-
-
 @dataclass
 class SFTResult:
     out_dir: Path
@@ -45,6 +43,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     seed, pad_id = cfg.train.seed, tokenizer.pad_token_id
     batches = lm_batches(train, evals, cfg.data, kind, cfg.train.batch_size, seed, pad_id)
     if cfg.model.lora.enabled:
+        torch.manual_seed(cfg.train.seed)  # LoRA's A matrices: the same start in every run
         model = apply_lora(model, cfg.model.lora, kind)
     run.create()
     result = fit(
