@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from lmadapt import __version__
-from lmadapt.errors import Interrupted, LmadaptError
+from lmadapt.errors import Interrupted, LmadaptError, Preempted
 
 log = logging.getLogger("lmadapt")
 
@@ -301,6 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as e:
         print(f"lmadapt: {e}", file=sys.stderr)
         return 130
+    except Preempted as e:
+        from lmadapt.train.preemption import PREEMPTED_EXIT_CODE
+
+        print(f"lmadapt: {e}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     except LmadaptError as e:
         if args.debug:
             raise

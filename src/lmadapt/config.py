@@ -106,7 +106,9 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     min_lr_ratio: float = 0.0  # linear/cosine decay ends at this fraction of lr
     max_grad_norm: float = 1.0
-    save_every: int = 0  # steps (and the last step); 0 = no checkpoints, only the final model
+    save_every: int = 0  # steps (and the last step); 0 = no periodic checkpoints, only the final model
+    # After SIGTERM/Ctrl-C: seconds to finish the step and checkpoint before stopping at once.
+    stop_grace_s: float = 120.0
     keep_last: int = 2
     eval_every: int = 0  # steps; 0 = only at the end (when there is eval data)
     log_every: int = 10

@@ -23,3 +23,7 @@ class DataError(LmadaptError):
 
 class Interrupted(LmadaptError):
     """Training stopped by Ctrl-C; the message says where it stopped and how to continue."""
+
+
+class Preempted(LmadaptError):
+    """Training stopped on request (SIGTERM, Ctrl-C) after writing a checkpoint; --resume continues."""

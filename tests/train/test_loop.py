@@ -2,14 +2,20 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
+import signal
+import time
 
+import pytest
 import torch
 
 from lmadapt.config import TrainConfig
 from lmadapt.data.collate import collate_causal
 from lmadapt.data.tokenize import TokenizedExample
+from lmadapt.errors import Interrupted, Preempted
 from lmadapt.models.tiny import tiny_llama
+from lmadapt.train.checkpoint import latest_checkpoint
 from lmadapt.train.loop import accumulate_gradients, fit, setup_accelerator
 from lmadapt.train.objectives import LanguageModelling
 
@@ -121,3 +127,51 @@ def test_fit_lowers_loss_and_writes_metrics_and_plot(tmp_path):
     assert (out / "loss.png").stat().st_size > 1000
     if importlib.util.find_spec("tensorboard") is not None:
         assert any((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+class _SignalledAt(LanguageModelling):
+    """Language modelling that sends this process SIGINT `times` times during step `step`'s forward."""
+
+    def __init__(self, step: int, times: int):
+        super().__init__("causal")
+        self.calls, self.step, self.times = 0, step, times
+
+    def loss_sum(self, model, batch):
+        self.calls += 1
+        if self.calls == self.step:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # let the handler run before the next one (signals do not queue)
+        return super().loss_sum(model, batch)
+
+
+def _fit_until_signalled(tmp_path, times: int, save_every: int):
+    cfg = TrainConfig(
+        output_dir=str(tmp_path),
+        batch_size=4,
+        max_steps=50,
+        save_every=save_every,
+        progress=False,
+        num_threads=1,
+    )
+    fit(
+        _model(),
+        _SignalledAt(step=7, times=times),
+        _examples(16),
+        _collate,
+        cfg,
+        tmp_path,
+        setup_accelerator(cfg),
+    )
+
+
+def test_one_signal_finishes_the_step_checkpoints_it_and_stops(tmp_path):
+    with pytest.raises(Preempted, match="at step 7 of 50"):
+        _fit_until_signalled(tmp_path, times=1, save_every=0)  # no periodic checkpoints at all
+    assert latest_checkpoint(tmp_path / "checkpoints").meta["step"] == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_a_second_signal_stops_at_once_keeping_the_last_complete_checkpoint(tmp_path):
+    with pytest.raises(Interrupted, match=r"interrupted at step 6 of 50; newest checkpoint .*step-00000005"):
+        _fit_until_signalled(tmp_path, times=2, save_every=5)

@@ -10,12 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from lmadapt.config import SFTConfig, SourceConfig, TrainConfig, load_config, save_config
 from lmadapt.errors import ConfigError, DataError, LmadaptError
 from lmadapt.recipes import sft
 from lmadapt.train.checkpoint import latest_checkpoint
 from lmadapt.train.monitor import Monitor, format_metrics
+from lmadapt.train.preemption import PREEMPTED_EXIT_CODE
 from lmadapt.train.run import RunComplete, start_run
 
 
@@ -116,23 +119,34 @@ def test_cli_resume_flag_goes_anywhere_and_a_complete_run_exits_0(
     assert "already complete" in out  # the second invocation found the first one's finished run
 
 
-def test_ctrl_c_prints_one_line_naming_the_checkpoint(tmp_path, tiny_llama_dir, write_reverse_data, cli):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_checkpoints_the_current_step_and_resume_is_exact(
+    tmp_path, tiny_llama_dir, write_reverse_data, cli, resume_cli, sig
+):
+    """Preemption: no work since the last periodic checkpoint is lost, and the resumed run is exact."""
     data = write_reverse_data(tmp_path / "train.jsonl", 16)
-    cfg = _cfg(tmp_path, tiny_llama_dir, data, "train.max_steps=100000", "train.save_every=5")
+    common = ["train.max_steps=1000", "train.save_every=5000", "train.log_every=5"]
+    straight = sft.run(_cfg(tmp_path, tiny_llama_dir, data, *common, f"train.output_dir={tmp_path / 'a'}"))
+    cfg = _cfg(tmp_path, tiny_llama_dir, data, *common)
     save_config(cfg, tmp_path / "cfg.yaml")
     proc = cli("sft", str(tmp_path / "cfg.yaml"), stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while latest_checkpoint(tmp_path / "run" / "checkpoints") is None:
+    while not (tmp_path / "run" / "metrics.jsonl").exists():  # training has started
         assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+        time.sleep(0.01)
+    proc.send_signal(sig)  # mid-run, with no periodic checkpoint before step 1000
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert (
-        last.startswith("lmadapt: interrupted at step") and "checkpoints/step-" in last and "--resume" in last
-    )
+    assert last.startswith("lmadapt: stopped on request at step") and "--resume" in last
+    stopped_at = int(last.split("at step ")[1].split()[0])
+    assert 0 < stopped_at < 1000
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").path.name.endswith(f"{stopped_at:08d}")
+    resume_cli("sft", tmp_path / "cfg.yaml")
+    a = load_file(str(straight.out_dir / "model.safetensors"))
+    b = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_without_a_terminal_progress_is_plain_lines_at_log_every(tmp_path, caplog):

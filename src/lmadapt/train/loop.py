@@ -22,11 +22,12 @@ import torch
 from accelerate import Accelerator
 
 from lmadapt.config import TrainConfig
-from lmadapt.errors import Interrupted, LmadaptError
+from lmadapt.errors import Interrupted, LmadaptError, Preempted
 from lmadapt.train.batching import BatchPlan, MicroBatchPlan
 from lmadapt.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from lmadapt.train.monitor import Monitor, format_metrics, plot_loss_curve
 from lmadapt.train.objectives import Objective
+from lmadapt.train.preemption import StopRequest
 from lmadapt.train.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger("lmadapt")
@@ -72,8 +73,10 @@ def fit(
     """Train `model` in place; evaluate on `eval_examples` every `cfg.eval_every` steps and at the end.
     `plan` picks each micro-batch's items (lmadapt.train.batching); by default a seeded shuffle.
 
-    With `cfg.save_every` > 0 a checkpoint is written every that many steps and at the last step. Ctrl-C
-    ends the run with `Interrupted`, which names the step reached and the checkpoint to resume from.
+    With `cfg.save_every` > 0 a checkpoint is written every that many steps and at the last step.
+    SIGTERM or Ctrl-C checkpoints after the current step and ends with `Preempted` (see preemption.py);
+    a second signal, or the grace period running out, ends it at once with `Interrupted`. Both name
+    the step reached and the checkpoint to resume from.
     """
     if not train_examples:
         raise LmadaptError("no training examples left after loading and filtering the data")
@@ -102,56 +105,68 @@ def fit(
     last_metrics: dict[str, float] = {}
     model.train()
     try:
-        while state.step < steps:
-            first_micro = state.step * cfg.grad_accum * world
-            batches = [
-                collate([train_examples[i] for i in plan.indices(first_micro + j * world + rank)])
-                for j in range(cfg.grad_accum)
-            ]
-            loss_total, units, tokens = accumulate_gradients(model, objective, batches, accelerator)
-            max_norm = cfg.max_grad_norm or float("inf")
-            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
-            if math.isfinite(grad_norm):
-                optimizer.step()
-                consecutive_skips = 0
-            else:
-                state.skipped_steps += 1
-                consecutive_skips += 1
-                log.warning("step %d: non-finite gradient norm, update skipped", state.step + 1)
-                if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-                    raise LmadaptError(
-                        f"{consecutive_skips} consecutive non-finite gradients; lower train.lr"
-                    )
-            optimizer.zero_grad(set_to_none=True)
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            state.step += 1
-            state.units += units
-            state.trained_tokens += tokens
-            state.elapsed_s = time.perf_counter() - start_time
-            last_metrics = {"loss": loss_total / max(units, 1), "lr": lr, "grad_norm": grad_norm}
-            log_now = state.step % max(1, cfg.log_every) == 0 or state.step == steps
-            if log_now:  # statistics of the objective's own (DPO rewards, accuracy) since the last log
-                last_metrics.update(objective.pop_metrics("train"))
-            counts = {"trained_tokens": state.trained_tokens}
-            if objective.unit != "tokens":
-                counts[objective.unit] = state.units
-            monitor.step(state.step, state.trained_tokens, {**last_metrics, **counts}, log_now)
+        with StopRequest(cfg.stop_grace_s) as stop:
+            while state.step < steps:
+                first_micro = state.step * cfg.grad_accum * world
+                batches = [
+                    collate([train_examples[i] for i in plan.indices(first_micro + j * world + rank)])
+                    for j in range(cfg.grad_accum)
+                ]
+                loss_total, units, tokens = accumulate_gradients(model, objective, batches, accelerator)
+                max_norm = cfg.max_grad_norm or float("inf")
+                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
+                if math.isfinite(grad_norm):
+                    optimizer.step()
+                    consecutive_skips = 0
+                else:
+                    state.skipped_steps += 1
+                    consecutive_skips += 1
+                    log.warning("step %d: non-finite gradient norm, update skipped", state.step + 1)
+                    if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+                        raise LmadaptError(
+                            f"{consecutive_skips} consecutive non-finite gradients; lower train.lr"
+                        )
+                optimizer.zero_grad(set_to_none=True)
+                lr = scheduler.get_last_lr()[0]
+                scheduler.step()
+                state.step += 1
+                state.units += units
+                state.trained_tokens += tokens
+                state.elapsed_s = time.perf_counter() - start_time
+                last_metrics = {"loss": loss_total / max(units, 1), "lr": lr, "grad_norm": grad_norm}
+                log_now = state.step % max(1, cfg.log_every) == 0 or state.step == steps
+                if log_now:  # statistics of the objective's own (DPO rewards, accuracy) since the last log
+                    last_metrics.update(objective.pop_metrics("train"))
+                counts = {"trained_tokens": state.trained_tokens}
+                if objective.unit != "tokens":
+                    counts[objective.unit] = state.units
+                monitor.step(state.step, state.trained_tokens, {**last_metrics, **counts}, log_now)
 
-            is_last = state.step == steps
-            if (cfg.eval_every and state.step % cfg.eval_every == 0) or is_last:
-                eval_metrics = evaluate(model, objective, eval_examples, collate, cfg.batch_size, accelerator)
-                if eval_metrics:
-                    monitor.write({"step": state.step, **eval_metrics})
-                    last_metrics.update(eval_metrics)
-                    monitor.line(f"step {state.step}/{steps} eval: {format_metrics(eval_metrics)}")
-                model.train()
-                monitor.reset_rate(state.trained_tokens)
-            if cfg.save_every and (state.step % cfg.save_every == 0 or is_last) and main:
-                save_checkpoint(
-                    ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg.keep_last
-                )
-                monitor.reset_rate(state.trained_tokens)
+                is_last = state.step == steps
+                if (cfg.eval_every and state.step % cfg.eval_every == 0) or is_last:
+                    eval_metrics = evaluate(
+                        model, objective, eval_examples, collate, cfg.batch_size, accelerator
+                    )
+                    if eval_metrics:
+                        monitor.write({"step": state.step, **eval_metrics})
+                        last_metrics.update(eval_metrics)
+                        monitor.line(f"step {state.step}/{steps} eval: {format_metrics(eval_metrics)}")
+                    model.train()
+                    monitor.reset_rate(state.trained_tokens)
+                stopping = _any_rank(accelerator, stop.requested)
+                periodic = cfg.save_every and (state.step % cfg.save_every == 0 or is_last)
+                if (periodic or stopping) and main:
+                    save_checkpoint(
+                        ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg.keep_last
+                    )
+                    monitor.reset_rate(state.trained_tokens)
+                if stopping and not is_last:
+                    accelerator.wait_for_everyone()
+                    monitor.close()
+                    raise Preempted(
+                        f"stopped on request at step {state.step} of {steps}, checkpoint in {ckpt_root}; "
+                        "rerun the same command with --resume to continue"
+                    )
     except KeyboardInterrupt:
         monitor.close()
         newest = latest_checkpoint(ckpt_root)
@@ -219,6 +234,11 @@ def evaluate(
             total += float(objective.loss_sum(model, batch))
     total, weight = _all_sum(accelerator, [total, float(weight)])
     return {"eval_loss": total / max(weight, 1.0), **objective.pop_metrics("eval")}
+
+
+def _any_rank(accelerator: Accelerator, flag: bool) -> bool:
+    """True on every rank when `flag` is true on any (so all ranks stop at the same step)."""
+    return _all_sum(accelerator, [float(flag)])[0] > 0
 
 
 def _all_sum(accelerator: Accelerator, values: list[float]) -> list[float]:

@@ -47,6 +47,7 @@ RESUME_FREE_KEYS = frozenset(
         "num_threads",
         "save_every",
         "keep_last",
+        "stop_grace_s",
     )
 )
 
