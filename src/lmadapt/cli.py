@@ -35,11 +35,13 @@ RECIPES = {
 def cmd_recipe(args: argparse.Namespace) -> None:
     """`lmadapt sft|dpo|reward|hint CONFIG [overrides]`: load the typed config, run the recipe."""
     from lmadapt import config
-    from lmadapt.train.run import RunComplete
 
     class_name, module_name, _ = RECIPES[args.command]
-    recipe = importlib.import_module(f"lmadapt.recipes.{module_name}")
+    # The config is checked before the recipe (and torch with it) is imported: config errors are instant.
     cfg = config.load_config(getattr(config, class_name), args.config, _recipe_overrides(args))
+    recipe = importlib.import_module(f"lmadapt.recipes.{module_name}")
+    from lmadapt.train.run import RunComplete
+
     try:
         print(f"{args.command} run saved to {recipe.run(cfg).out_dir}")
     except RunComplete as done:
@@ -97,10 +99,22 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_data_render(args: argparse.Namespace) -> None:
-    from lmadapt.data.render import format_marked, render_examples
+    from lmadapt.data.render import format_marked, is_preference_data, render_examples, render_pairs
     from lmadapt.models.load import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)
+    if is_preference_data(args.data):
+        pairs = render_pairs(args.data, args.template, tokenizer, max_length=args.max_length)
+        for i, pair in enumerate(pairs[: args.limit] if args.limit else pairs):
+            if args.json:
+                print(json.dumps(pair))
+                continue
+            sides = {name: pair[name] for name in ("chosen", "rejected")}
+            counts = ", ".join(f"{n} {sum(x != -100 for x in s['labels'])}" for n, s in sides.items())
+            print(f"===== {args.data}:{pair['line']} (pair {i + 1}; trained tokens: {counts}) =====")
+            for name, side in sides.items():
+                print(f"--- {name}:\n{format_marked(tokenizer, side['input_ids'], side['labels'])}")
+        return
     rows = render_examples(
         args.data, args.template, tokenizer, max_length=args.max_length, format=args.format, kind=args.kind
     )
@@ -111,6 +125,12 @@ def cmd_data_render(args: argparse.Namespace) -> None:
             trained = sum(x != -100 for x in row["labels"])
             print(f"===== {args.data}:{row['line']} (example {i + 1}, {trained} trained tokens) =====")
             print(format_marked(tokenizer, row["input_ids"], row["labels"]))
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from lmadapt.models.merge import merge_adapter
+
+    print(f"merged model saved to {merge_adapter(args.model, args.out, args.overwrite, args.dtype)}")
 
 
 def cmd_eval_superni(args: argparse.Namespace) -> None:
@@ -218,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="demo settings to change, e.g. seed=1 max_steps=200")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("merge", help="merge a LoRA adapter into its base (a full model)")
+    p.add_argument("--model", required=True, help="adapter directory (from a LoRA run)")
+    p.add_argument("--out", required=True, help="directory for the merged model and tokenizer")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.set_defaults(func=cmd_merge)
+
     p = sub.add_parser("eval", help="evaluate a model or predictions")
     eval_sub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
     e = eval_sub.add_parser("superni", help="Super-NaturalInstructions protocol and official metrics")
@@ -271,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="inspect data as the model will see it")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     r = data_sub.add_parser("render", help="show rendered examples with trained spans marked ⟦like this⟧")
-    r.add_argument("--data", required=True, help="JSONL/JSON/Parquet file or saved datasets directory")
+    r.add_argument(
+        "--data",
+        required=True,
+        help="JSONL/JSON/Parquet file or saved datasets directory (conversations or preference pairs)",
+    )
     r.add_argument("--template", default="tulu", help="tulu, chatml, or tokenizer (its own chat_template)")
     r.add_argument("--tokenizer", required=True, help="local tokenizer directory")
     r.add_argument("--format", default="auto", help="auto, messages, prompt_completion, alpaca, sharegpt")
@@ -306,12 +337,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"lmadapt: {e}", file=sys.stderr)
         return PREEMPTED_EXIT_CODE
-    except LmadaptError as e:
+    except (LmadaptError, FileNotFoundError) as e:
         if args.debug:
             raise
-        print(f"lmadapt: error: {e}", file=sys.stderr)
+        print(f"lmadapt: error: {user_message(e)} (--debug shows the traceback)", file=sys.stderr)
         return 2
     return 0
+
+
+def user_message(e: Exception) -> str:
+    """One line for a user error. A missing file is a user error wherever it surfaces (data, templates)."""
+    if isinstance(e, FileNotFoundError):
+        return f"file not found: {e.filename}" if e.filename else f"file not found: {e}"
+    return "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

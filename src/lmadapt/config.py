@@ -139,7 +139,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+            raise ConfigError(yaml_error_line(path, e)) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(
                 f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}"
@@ -148,6 +148,15 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     for item in overrides or []:
         apply_override(raw, item)
     return from_dict(cls, raw)
+
+
+def yaml_error_line(path: Path, e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: file:line:column: what is wrong (while parsing what)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    return f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

@@ -68,8 +68,9 @@ def test_byt5_tulu_labels_are_exactly_the_replies_plus_eos(byt5):
 
 def test_byt5_chatml_trains_content_and_im_end_without_eos(byt5):
     example = tokenize_causal(CONVERSATION[1:3], get_template("chatml", byt5), byt5, max_length=1000)
-    prompt = byte_ids("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
-    reply = byte_ids("Héllo!<|im_end|>")
+    start, end = byt5.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])  # added as special tokens
+    prompt = [start, *byte_ids("user\nHi"), end, *byte_ids("\n"), start, *byte_ids("assistant\n")]
+    reply = [*byte_ids("Héllo!"), end]
     assert example.input_ids == prompt + reply + byte_ids("\n")
     assert example.labels == M * len(prompt) + reply + M
     assert 1 not in example.input_ids
@@ -89,7 +90,8 @@ def test_bos_once_and_one_trained_eos_per_reply(bpe):
     eos_positions = [i for i, token in enumerate(example.input_ids) if token == eos]
     assert len(eos_positions) == 2
     assert all(example.labels[i] == eos for i in eos_positions)
-    assert bpe.decode(example.input_ids) == "<s>" + template.render(CONVERSATION)
+    assert template.render(CONVERSATION).startswith("<s>")  # the saved template reproduces the BOS
+    assert bpe.decode(example.input_ids) == template.render(CONVERSATION)
     trained = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label != -100]
     assert bpe.decode(trained) == "Héllo!</s>4</s>"
 

@@ -1,11 +1,13 @@
-"""Show what training sees: the rendered text, its token ids and labels, and a marked-up decoded view."""
+"""Show what training sees: the rendered text, its token ids and labels, and a marked-up decoded view,
+for conversations (SFT) and preference pairs (DPO, reward: each side as its own sequence)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from lmadapt.data.formats import load_conversations
+from lmadapt.data.formats import existing_file, load_conversations, read_records
+from lmadapt.data.preference import load_preference_pairs, tokenize_pair
 from lmadapt.data.templates import get_template
 from lmadapt.data.tokenize import IGNORE_INDEX, tokenize_causal, tokenize_seq2seq
 
@@ -46,6 +48,31 @@ def render_examples(
                     "input_ids": example.input_ids,
                     "labels": example.labels,
                 }
+            )
+    return rendered
+
+
+def is_preference_data(path: str | Path) -> bool:
+    """Whether the first record of `path` is a preference pair (has "chosen" and "rejected")."""
+    for _, record in read_records(existing_file(path)):
+        return "chosen" in record and "rejected" in record
+    return False
+
+
+def render_pairs(
+    path: str | Path, template_name: str, tokenizer: Any, max_length: int = 2048, truncation: str = "truncate"
+) -> list[dict[str, Any]]:
+    """One dict per preference pair of `path` that training keeps: {"line", "chosen", "rejected"}, each
+    side {"input_ids", "labels"} exactly as DPO and reward training tokenise it (prompt + that reply)."""
+    template = get_template(template_name, tokenizer)
+    rendered = []
+    for pair in load_preference_pairs(path):
+        tokenized, _ = tokenize_pair(pair, template, tokenizer, max_length, truncation)
+        if tokenized is not None:
+            sides = {"chosen": tokenized.chosen, "rejected": tokenized.rejected}
+            rendered.append(
+                {"line": pair.line}
+                | {name: {"input_ids": side.input_ids, "labels": side.labels} for name, side in sides.items()}
             )
     return rendered
 

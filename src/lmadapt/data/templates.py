@@ -6,6 +6,10 @@ plain transformers. The trained spans are found the same way for every template,
 for the assistant message i, render(messages[:i], add_generation_prompt=True) is the prompt and
 render(messages[:i + 1]) extends it by the reply. The reply minus its trailing whitespace (the newline
 after eos / <|im_end|>) is trained; everything else (headers, system and user turns) is not.
+
+A template reproduces training exactly when saved: it renders the BOS that training puts in front of
+every sequence (one is prepended to templates that lack it), and its markers are special tokens
+(chatml's are added to the tokenizer), so `apply_chat_template(..., tokenize=True)` gives the trained ids.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from typing import Any
 
 from lmadapt.errors import ConfigError, LmadaptError
 
+# Both built-in templates start with the tokenizer's BOS (when it has one), as training does.
+BOS_JINJA = "{{ bos_token if bos_token else '' }}"
+
 # Tulu (open-instruct): <|role|>\n{content}\n per message, eos closes each assistant reply.
 TULU_JINJA = (
-    "{% for message in messages %}"
+    BOS_JINJA + "{% for message in messages %}"
     "{% if message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + '\\n' }}"
     "{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '\\n' }}"
     "{% elif message['role'] == 'assistant' %}"
@@ -28,11 +35,13 @@ TULU_JINJA = (
 )
 
 CHATML_JINJA = (
-    "{% for message in messages %}"
+    BOS_JINJA + "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+
+CHATML_MARKERS = ("<|im_start|>", "<|im_end|>")
 
 TEMPLATE_NAMES = ("tulu", "chatml", "tokenizer")
 
@@ -41,11 +50,17 @@ Segments = list[tuple[str, bool]]
 
 @dataclass(frozen=True)
 class ChatTemplate:
-    """A named Jinja chat template bound to the tokenizer whose special tokens it renders."""
+    """A named Jinja chat template bound to the tokenizer whose special tokens it renders.
+
+    special_tokens: markers that are single special tokens (their embeddings must be trained when new);
+    end_of_turn: the token that closes an assistant reply, where generation must stop.
+    """
 
     name: str
     jinja: str
     tokenizer: Any
+    special_tokens: tuple[str, ...] = ()
+    end_of_turn: str | None = None
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
         try:
@@ -95,13 +110,22 @@ class ChatTemplate:
 
 
 def get_template(name: str, tokenizer: Any) -> ChatTemplate:
-    """The chat template `name` ("tulu", "chatml" or "tokenizer" = the tokenizer's own chat_template)."""
+    """The chat template `name` ("tulu", "chatml" or "tokenizer" = the tokenizer's own chat_template).
+
+    "chatml" adds its markers to `tokenizer` as special tokens when it lacks them (a model trained with
+    it needs its embeddings resized: models/vocab.py).
+    """
     if name == "tulu":
         if tokenizer.eos_token is None:
             raise ConfigError("the tulu chat template needs a tokenizer with an eos_token")
-        return ChatTemplate("tulu", TULU_JINJA, tokenizer)
+        return ChatTemplate("tulu", TULU_JINJA, tokenizer, end_of_turn=tokenizer.eos_token)
     if name == "chatml":
-        return ChatTemplate("chatml", CHATML_JINJA, tokenizer)
+        missing = [m for m in CHATML_MARKERS if m not in tokenizer.get_added_vocab()]
+        if missing:
+            tokenizer.add_special_tokens(
+                {"additional_special_tokens": missing}, replace_extra_special_tokens=False
+            )
+        return ChatTemplate("chatml", CHATML_JINJA, tokenizer, CHATML_MARKERS, end_of_turn="<|im_end|>")
     if name == "tokenizer":
         jinja = tokenizer.chat_template
         if isinstance(jinja, dict):  # several named templates: the default one is for chat
@@ -111,5 +135,19 @@ def get_template(name: str, tokenizer: Any) -> ChatTemplate:
                 f"template 'tokenizer' chosen but {type(tokenizer).__name__} has no default chat_template; "
                 "use 'tulu' or 'chatml'"
             )
-        return ChatTemplate("tokenizer", jinja, tokenizer)
+        return ChatTemplate("tokenizer", with_bos(jinja, tokenizer), tokenizer)
     raise ConfigError(f"unknown chat template '{name}' (expected one of {', '.join(TEMPLATE_NAMES)})")
+
+
+def with_bos(jinja: str, tokenizer: Any) -> str:
+    """`jinja`, rendering the tokenizer's BOS first: training puts one BOS in front of every sequence
+    (data/tokenize.py), so a saved template without it would not reproduce the trained ids."""
+    bos = tokenizer.bos_token
+    if bos is None:
+        return jinja
+    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    try:
+        text = tokenizer.apply_chat_template(probe, chat_template=jinja, tokenize=False)
+    except Exception:  # the template rejects this probe; rendering the real data reports its error
+        return jinja
+    return jinja if text.startswith(bos) else BOS_JINJA + jinja

@@ -160,7 +160,11 @@ def _seq2seq(
     if not replies:
         raise LmadaptError("conversation has no assistant turn")
     text = template.generation_prompt(messages[: replies[-1]])
-    head, body, tail = _bos(tokenizer, text), encode_text(text, tokenizer), _eos(tokenizer, text)
+    # The BOS stays in front when the source is cut from the left, whether or not the template renders it.
+    bos = tokenizer.bos_token
+    head = [tokenizer.bos_token_id] if bos is not None else []
+    body = encode_text(text.removeprefix(bos) if bos is not None else text, tokenizer)
+    tail = _eos(tokenizer, text)
     labels = [*encode_text(messages[replies[-1]]["content"], tokenizer), tokenizer.eos_token_id]
     room = max_source_length - len(head) - len(tail)
     if room < 1:

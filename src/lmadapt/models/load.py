@@ -1,8 +1,18 @@
-"""Load Hugging Face models and tokenizers from local directories, and wrap them with LoRA."""
+"""Load Hugging Face models and tokenizers from local directories, and wrap them with LoRA.
+
+A model directory is either a full model (config.json + safetensors weights) or a PEFT adapter
+(adapter_config.json). An adapter is loaded onto its base (`base_model_name_or_path`, itself possibly
+an adapter) and merged into the weights, so every caller gets a plain model: evaluation runs at full
+speed, DPO's reference is the adapted model, and a new LoRA trained on top records the adapter
+directory as its base (loading it rebuilds the whole chain).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +21,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -22,39 +33,118 @@ from lmadapt.errors import LmadaptError
 log = logging.getLogger("lmadapt")
 
 ModelKind = Literal["causal", "seq2seq"]
+# "lm": a causal or seq2seq language model; "score": the LM with a one-output sequence-classification
+# head (a reward model: a fresh head on a plain LM, the trained head of a reward model).
+ModelHead = Literal["lm", "score"]
+
+ADAPTER_CONFIG = "adapter_config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.json")
 
 
-def local_dir(path: str, what: str) -> Path:
+def local_dir(path: str | Path, what: str) -> Path:
+    """`path` as an absolute directory; never a Hub name (lmadapt does not download at run time)."""
     p = Path(path).expanduser()
     if not p.is_dir():
         raise LmadaptError(
             f"{what} '{path}' is not a local directory; lmadapt never downloads at run time, "
             "so fetch the model first (e.g. `huggingface-cli download NAME --local-dir DIR`) and pass DIR"
         )
-    return p
+    return p.resolve()
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path).expanduser() / ADAPTER_CONFIG).is_file()
+
+
+def _adapter_config(adapter_dir: Path) -> dict:
+    try:
+        return json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LmadaptError(f"{adapter_dir / ADAPTER_CONFIG}: not a readable adapter config ({e})") from None
+
+
+def adapter_base_path(adapter_dir: str | Path) -> Path:
+    """The adapter's base model directory: `base_model_name_or_path`, absolute as lmadapt saves it; a
+    relative one (saved elsewhere) is tried from the working directory, then from the adapter's."""
+    adapter_dir = Path(adapter_dir).expanduser().resolve()
+    base = _adapter_config(adapter_dir).get("base_model_name_or_path")
+    if not base:
+        raise LmadaptError(f"{adapter_dir / ADAPTER_CONFIG}: no base_model_name_or_path")
+    candidates = [Path(base).expanduser()]
+    if not candidates[0].is_absolute():
+        candidates.append(adapter_dir / base)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    raise LmadaptError(
+        f"adapter '{adapter_dir}': its base model '{base}' (base_model_name_or_path in {ADAPTER_CONFIG}) "
+        "is not a local directory; edit it to the base model's directory"
+    )
+
+
+def adapter_head(adapter_dir: str | Path) -> ModelHead:
+    """ "score" for a reward-model adapter (PEFT task SEQ_CLS), else "lm"."""
+    task = _adapter_config(Path(adapter_dir).expanduser()).get("task_type")
+    return "score" if task == "SEQ_CLS" else "lm"
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """The absolute model directory, after checking it holds a model (config + safetensors) or an adapter."""
+    directory = local_dir(path, "model path")
+    if (directory / ADAPTER_CONFIG).is_file():
+        return directory
+    if not (directory / "config.json").is_file():
+        raise LmadaptError(
+            f"model path '{path}' has neither config.json (a model) nor {ADAPTER_CONFIG} (a PEFT adapter)"
+        )
+    if not any(directory.glob("*.safetensors")):
+        pickled = any(directory.glob("*.bin")) or any(directory.glob("*.pt"))
+        why = (
+            "; it has pickled .bin/.pt weights, which lmadapt never loads (re-save them with "
+            "save_pretrained(..., safe_serialization=True))"
+            if pickled
+            else ""
+        )
+        raise LmadaptError(f"model path '{path}' has config.json but no .safetensors weights{why}")
+    return directory
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in `path`; an adapter directory without one uses its base model's."""
+    directory = local_dir(path, "tokenizer path")
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        if is_adapter_dir(directory):
+            return load_tokenizer(adapter_base_path(directory), trust_remote_code)
+        raise LmadaptError(
+            f"'{path}' is not a tokenizer directory (none of {', '.join(TOKENIZER_FILES)} is there)"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(
-            local_dir(path, "tokenizer path"), local_files_only=True, trust_remote_code=trust_remote_code
+            directory, local_files_only=True, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError) as e:
-        raise LmadaptError(f"cannot load a tokenizer from '{path}': {_first_line(e)}") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise LmadaptError(f"cannot load a tokenizer from '{path}': {first_line(e)}") from None
     if tok.pad_token is None:
         # Padding positions are masked out everywhere, so any id works; eos is the usual choice.
         tok.pad_token = tok.eos_token
     return tok
 
 
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
-def detect_kind(path: str, trust_remote_code: bool = False) -> ModelKind:
-    config = AutoConfig.from_pretrained(
-        local_dir(path, "model path"), local_files_only=True, trust_remote_code=trust_remote_code
-    )
+def detect_kind(path: str | Path, trust_remote_code: bool = False) -> ModelKind:
+    directory = check_model_dir(path)
+    if is_adapter_dir(directory):
+        return detect_kind(adapter_base_path(directory), trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise LmadaptError(f"cannot read the model config in '{path}': {first_line(e)}") from None
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
@@ -65,28 +155,71 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def load_model(cfg: ModelConfig, device: torch.device | None = None) -> tuple[PreTrainedModel, ModelKind]:
-    """Load a causal or seq2seq LM from a local directory (safetensors only: never unpickles weights)."""
+def load_model(
+    cfg: ModelConfig, device: torch.device | None = None, head: ModelHead = "lm"
+) -> tuple[PreTrainedModel, ModelKind]:
+    """Load a model or a PEFT adapter (merged into its base) from a local directory.
+
+    Weights are read from safetensors only (never unpickled). The model stays on the CPU unless it was
+    loaded on `device` by transformers; callers move it.
+    """
     device = device or torch.device("cpu")
-    kind: ModelKind = detect_kind(cfg.path, cfg.trust_remote_code) if cfg.kind == "auto" else cfg.kind
-    auto_cls = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+    directory = check_model_dir(cfg.path)
+    if is_adapter_dir(directory):
+        return _load_merged_adapter(cfg, directory, device, head)
+    kind: ModelKind = detect_kind(directory, cfg.trust_remote_code) if cfg.kind == "auto" else cfg.kind
+    if head == "score":
+        auto_cls, extra = AutoModelForSequenceClassification, {"num_labels": 1}
+    else:
+        auto_cls, extra = (AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM), {}
     try:
         model = auto_cls.from_pretrained(
-            local_dir(cfg.path, "model path"),
+            directory,
             local_files_only=True,
             use_safetensors=True,
             dtype=resolve_dtype(cfg.dtype, device),
             trust_remote_code=cfg.trust_remote_code,
+            **extra,
         )
     except (OSError, ValueError) as e:
-        raise LmadaptError(f"cannot load a model from '{cfg.path}': {_first_line(e)}") from None
+        raise LmadaptError(f"cannot load a model from '{cfg.path}': {first_line(e)}") from None
+    return model, kind
+
+
+def _load_merged_adapter(
+    cfg: ModelConfig, adapter_dir: Path, device: torch.device, head: ModelHead
+) -> tuple[PreTrainedModel, ModelKind]:
+    from peft import PeftModel
+
+    base_path = adapter_base_path(adapter_dir)
+    base, kind = load_model(dataclasses.replace(cfg, path=str(base_path)), device, head)
+    # Tokens added in training (chat markers) grew the embeddings; the saved tokenizer says how far.
+    vocab = len(load_tokenizer(adapter_dir, cfg.trust_remote_code))
+    if vocab > base.get_input_embeddings().num_embeddings:
+        base.resize_token_embeddings(vocab)
+    try:
+        model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise LmadaptError(
+            f"cannot load the PEFT adapter '{cfg.path}' onto its base '{base_path}': {first_line(e)}"
+        ) from None
+    # A LoRA trained on this model must name the adapter (not the bare base) as its base.
+    model.name_or_path = model.config.name_or_path = str(adapter_dir)
+    log.info("loaded adapter %s onto %s and merged it", adapter_dir, base_path)
     return model, kind
 
 
 def apply_lora(
-    model: PreTrainedModel, cfg: LoraConfig, kind: ModelKind | Literal["sequence_classification"]
+    model: PreTrainedModel,
+    cfg: LoraConfig,
+    kind: ModelKind | Literal["sequence_classification"],
+    trainable_tokens: Sequence[int] = (),
 ) -> PreTrainedModel:
-    """Wrap `model` with PEFT LoRA adapters; only the adapters (and a classification head) train."""
+    """Wrap `model` with PEFT LoRA adapters; only the adapters (and a classification head) train.
+
+    `trainable_tokens` (ids of chat-template markers, see models/vocab.py) also train their embedding
+    rows (and output rows when the head is not tied), saved in the adapter as PEFT trainable tokens.
+    """
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
 
@@ -101,9 +234,20 @@ def apply_lora(
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=cfg.target_modules,
+        trainable_token_indices=_token_layers(model, list(trainable_tokens)) if trainable_tokens else None,
     )
     peft_model = get_peft_model(model, peft_cfg)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     return peft_model
+
+
+def _token_layers(model: PreTrainedModel, token_ids: list[int]) -> dict[str, list[int]]:
+    """{module name: token ids} for PEFT trainable tokens: the input embeddings, plus an untied LM head."""
+    names = {id(module): name for name, module in model.named_modules()}
+    layers = {names[id(model.get_input_embeddings())]: token_ids}
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not model.get_input_embeddings().weight:
+        layers[names[id(output)]] = token_ids
+    return layers

@@ -26,6 +26,7 @@ from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError
 from lmadapt.models.load import apply_lora, load_model, load_tokenizer, resolve_dtype
 from lmadapt.models.save import save_model_and_tokenizer
+from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.train.batching import require_unpacked
 from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.preference import (
@@ -123,6 +124,7 @@ def run(cfg: DPOConfig) -> DPOResult:
     if kind != "causal":
         raise ConfigError(f"DPO needs a causal (decoder-only) model; {cfg.model.path} is {kind}")
     template = get_template(cfg.data.template, tokenizer)
+    template_tokens = fit_model_to_template(model, tokenizer, template)
     train = load_tokenized(cfg.data.sources, cfg.data, tokenizer, template, "preference")
     evals = load_tokenized(cfg.data.eval_sources, cfg.data, tokenizer, template, "preference")
     reference: ReferenceFn | None = None
@@ -134,7 +136,7 @@ def run(cfg: DPOConfig) -> DPOResult:
         splits = [train[0], evals[0]]
         reference = online_reference(cfg, model, run.device)
     if cfg.model.lora.enabled:
-        model = apply_lora(model, cfg.model.lora, kind)
+        model = apply_lora(model, cfg.model.lora, kind, template_tokens)
     disable_dropout(model)
     if reference is adapters_off_reference:
         log.info("reference: the base model with LoRA adapters disabled, computed each step")

@@ -16,15 +16,16 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import PreTrainedModel
 
 from lmadapt.config import ModelConfig, RewardConfig, TrainConfig
 from lmadapt.data.pipeline import load_tokenized
 from lmadapt.data.preference import collate_pairs, load_preference_pairs, tokenize_pairs
 from lmadapt.data.templates import get_template
 from lmadapt.errors import LmadaptError
-from lmadapt.models.load import apply_lora, load_tokenizer, local_dir, resolve_dtype
+from lmadapt.models.load import apply_lora, load_model, load_tokenizer
 from lmadapt.models.save import save_model_and_tokenizer
+from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.train.batching import require_unpacked
 from lmadapt.train.loop import FitResult, evaluate, fit, setup_accelerator
 from lmadapt.train.preference import BradleyTerryReward
@@ -35,17 +36,7 @@ log = logging.getLogger("lmadapt")
 
 def load_reward_model(cfg: ModelConfig, pad_token_id: int, device: torch.device) -> PreTrainedModel:
     """The LM at cfg.path with a freshly initialised scalar head (or a trained reward model's own)."""
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            local_dir(cfg.path, "model path"),
-            num_labels=1,
-            local_files_only=True,
-            use_safetensors=True,
-            dtype=resolve_dtype(cfg.dtype, device),
-            trust_remote_code=cfg.trust_remote_code,
-        )
-    except (OSError, ValueError) as e:
-        raise LmadaptError(f"cannot load a sequence-classification model from '{cfg.path}': {e}") from None
+    model, _ = load_model(cfg, device, head="score")
     # The head scores the last token that is not padding, so the model must know the pad id.
     model.config.pad_token_id = pad_token_id
     return model.to(device)
@@ -65,27 +56,16 @@ def run(cfg: RewardConfig) -> RewardResult:
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     model = load_reward_model(cfg.model, tokenizer.pad_token_id, run.device)
     template = get_template(cfg.data.template, tokenizer)
+    template_tokens = fit_model_to_template(model, tokenizer, template)
     train = load_tokenized(cfg.data.sources, cfg.data, tokenizer, template, "preference").records
     evals = load_tokenized(cfg.data.eval_sources, cfg.data, tokenizer, template, "preference").records
     if cfg.model.lora.enabled:
-        model = apply_lora(model, cfg.model.lora, "sequence_classification")
+        model = apply_lora(model, cfg.model.lora, "sequence_classification", template_tokens)
     run.create()
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
     result = fit(model, BradleyTerryReward(), train, collate, cfg.train, run.out, run.accelerator, evals)
     run.finish(result, lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja))
     return RewardResult(run.out, model, result)
-
-
-def _load_trained(model_path: Path, pad_token_id: int) -> torch.nn.Module:
-    if (model_path / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForSequenceClassification
-
-        model = AutoPeftModelForSequenceClassification.from_pretrained(
-            model_path, num_labels=1, local_files_only=True
-        )
-        model.config.pad_token_id = pad_token_id
-        return model
-    return load_reward_model(ModelConfig(path=str(model_path)), pad_token_id, torch.device("cpu"))
 
 
 def run_eval_rewards(
@@ -104,7 +84,7 @@ def run_eval_rewards(
     model_path = Path(model_path)
     accelerator = setup_accelerator(TrainConfig(progress=False))
     tokenizer = load_tokenizer(str(model_path))
-    model = _load_trained(model_path, tokenizer.pad_token_id).to(accelerator.device)
+    model = load_reward_model(ModelConfig(path=str(model_path)), tokenizer.pad_token_id, accelerator.device)
     chat = get_template(template, tokenizer)
     paths = [data] if isinstance(data, str | Path) else list(data)
     pairs, stats = tokenize_pairs(
