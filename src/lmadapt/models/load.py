@@ -189,7 +189,7 @@ def load_model(
 def _load_merged_adapter(
     cfg: ModelConfig, adapter_dir: Path, device: torch.device, head: ModelHead
 ) -> tuple[PreTrainedModel, ModelKind]:
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
     base_path = adapter_base_path(adapter_dir)
     base, kind = load_model(dataclasses.replace(cfg, path=str(base_path)), device, head)
@@ -198,7 +198,10 @@ def _load_merged_adapter(
     if vocab > base.get_input_embeddings().num_embeddings:
         base.resize_token_embeddings(vocab)
     try:
-        model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False).merge_and_unload()
+        config = PeftConfig.from_pretrained(adapter_dir)
+        if head == "score" and config.task_type != "SEQ_CLS":
+            config.task_type = None  # an LM's adapter under a new score head: the task-agnostic wrapper
+        model = PeftModel.from_pretrained(base, adapter_dir, config=config).merge_and_unload()
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise LmadaptError(
             f"cannot load the PEFT adapter '{cfg.path}' onto its base '{base_path}': {first_line(e)}"

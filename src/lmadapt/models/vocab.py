@@ -19,7 +19,7 @@ def fit_model_to_template(model: PreTrainedModel, tokenizer: Any, template: Chat
     """
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
-    if template.end_of_turn is not None and model.generation_config is not None:
+    if template.end_of_turn is not None and getattr(model, "generation_config", None) is not None:
         eos = model.generation_config.eos_token_id
         ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
         end_of_turn = tokenizer.convert_tokens_to_ids(template.end_of_turn)
