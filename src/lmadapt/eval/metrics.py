@@ -225,11 +225,11 @@ def _xlingual_scorer(tokenizer: _Tokenizer) -> rouge_scorer.RougeScorer:
 
 @functools.lru_cache(maxsize=4)
 def _xlingual_scorer_from_path(path: str) -> rouge_scorer.RougeScorer:
-    from transformers import AutoTokenizer
+    from lmadapt.models.load import load_tokenizer
 
     if not Path(path).is_dir():
         raise LmadaptError(f"xlingual_tokenizer: {path} is not a directory holding a GPT-2 tokenizer")
-    return _xlingual_scorer(AutoTokenizer.from_pretrained(path, local_files_only=True))
+    return _xlingual_scorer(load_tokenizer(path))
 
 
 class _SpaceMarkerStripped:

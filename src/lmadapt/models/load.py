@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -181,7 +182,7 @@ def load_model(
             trust_remote_code=cfg.trust_remote_code,
             **extra,
         )
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise LmadaptError(f"cannot load a model from '{cfg.path}': {first_line(e)}") from None
     return model, kind
 
@@ -202,7 +203,7 @@ def _load_merged_adapter(
         if head == "score" and config.task_type != "SEQ_CLS":
             config.task_type = None  # an LM's adapter under a new score head: the task-agnostic wrapper
         model = PeftModel.from_pretrained(base, adapter_dir, config=config).merge_and_unload()
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise LmadaptError(
             f"cannot load the PEFT adapter '{cfg.path}' onto its base '{base_path}': {first_line(e)}"
         ) from None
