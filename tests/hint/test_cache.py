@@ -4,6 +4,7 @@ import json
 
 import torch
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from lmadapt.config import HypernetworkConfig
 from lmadapt.data.superni import EvalInstance
@@ -49,6 +50,8 @@ def test_saved_run_loads_back_with_identical_weights(save_run, family):
     # The saved underlying model is a plain transformers model.
     assert run.model.underlying.config._attn_implementation == "lmadapt_hint_sdpa"
     assert "lmadapt" not in (path / MODEL_DIR / "config.json").read_text()
+    # model/ carries the template around the instance, like every lmadapt model directory.
+    assert AutoTokenizer.from_pretrained(path / MODEL_DIR).chat_template == run.template.jinja
 
 
 def test_compiled_instruction_is_keyed_by_run_and_text_and_reused(save_run, tmp_path):

@@ -30,6 +30,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.hint.data import instance_template
 from lmadapt.hint.model import HintModel
 from lmadapt.models.load import load_model, load_tokenizer
+from lmadapt.models.save import save_model_and_tokenizer
 
 FORMAT = "lmadapt-hint/1"
 HINT_FILE = "hint.json"
@@ -74,8 +75,10 @@ def save_hint_run(model: HintModel, tokenizer: Any, out: str | Path, settings: R
     """Write the run layout under `out`; returns its run_id."""
     out = Path(out)
     model_dir = out / MODEL_DIR
-    model.underlying.save_pretrained(model_dir, safe_serialization=True)
-    tokenizer.save_pretrained(model_dir)
+    # The tokenizer carries the template around the instance, as for any lmadapt model.
+    save_model_and_tokenizer(
+        model.underlying, tokenizer, model_dir, instance_template(settings.template, tokenizer).jinja
+    )
     weights = {k: v.detach().contiguous().cpu() for k, v in model.hypernetwork_state().items()}
     save_file(weights, str(out / HYPERNETWORK_FILE), metadata={"format": FORMAT})
     body = {"format": FORMAT, "hypernetwork": to_dict(model.cfg), "settings": asdict(settings)}
