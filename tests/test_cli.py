@@ -10,7 +10,6 @@ import pytest
 from transformers import ByT5Tokenizer
 
 from lmadapt.cli import build_parser, main
-from lmadapt.models.tiny import tiny_llama
 
 
 def test_help_lists_every_command(capsys):
@@ -79,13 +78,10 @@ def test_invalid_yaml_is_one_line_with_file_line_and_column(tmp_path, capsys):
     assert err.startswith(f"lmadapt: error: {bad}:3:2: invalid YAML: ")
 
 
-def test_missing_data_file_is_one_line(tmp_path, capsys):
-    tok = ByT5Tokenizer()
-    tiny_llama(len(tok), hidden_size=32, num_layers=1, tokenizer=tok).save_pretrained(tmp_path / "m")
-    tok.save_pretrained(tmp_path / "m")
+def test_missing_data_file_is_one_line(tmp_path, tiny_llama_dir, capsys):
     config = tmp_path / "sft.yaml"
     config.write_text(
-        f"model: {{path: {tmp_path / 'm'}}}\ndata: {{sources: [{{path: {tmp_path / 'missing.jsonl'}}}]}}\n"
+        f"model: {{path: {tiny_llama_dir}}}\ndata: {{sources: [{{path: {tmp_path / 'missing.jsonl'}}}]}}\n"
         f"train: {{output_dir: {tmp_path / 'run'}, max_steps: 1, progress: false}}\n"
     )
     assert main(["sft", str(config)]) == 2

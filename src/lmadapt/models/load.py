@@ -159,10 +159,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 def load_model(
     cfg: ModelConfig, device: torch.device | None = None, head: ModelHead = "lm"
 ) -> tuple[PreTrainedModel, ModelKind]:
-    """Load a model or a PEFT adapter (merged into its base) from a local directory.
+    """Load a model, or a PEFT adapter merged into its base, from a local directory.
 
-    Weights are read from safetensors only (never unpickled). The model stays on the CPU unless it was
-    loaded on `device` by transformers; callers move it.
+    Weights are read from safetensors only (never unpickled). `device` only picks the dtype ("auto"):
+    the model is returned on the CPU and callers move it.
     """
     device = device or torch.device("cpu")
     directory = check_model_dir(cfg.path)
@@ -193,6 +193,8 @@ def _load_merged_adapter(
     from peft import PeftConfig, PeftModel
 
     base_path = adapter_base_path(adapter_dir)
+    if base_path == adapter_dir:
+        raise LmadaptError(f"adapter '{cfg.path}' names itself as its base model in {ADAPTER_CONFIG}")
     base, kind = load_model(dataclasses.replace(cfg, path=str(base_path)), device, head)
     # Tokens added in training (chat markers) grew the embeddings; the saved tokenizer says how far.
     vocab = len(load_tokenizer(adapter_dir, cfg.trust_remote_code))
