@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from lmadapt.config import ModelConfig
 from lmadapt.errors import LmadaptError
@@ -77,7 +76,8 @@ def test_adapter_with_missing_base_or_broken_weights(adapter):
         load_model(ModelConfig(path=str(adapter)))
     assert "cannot load the PEFT adapter" in _one_line(excinfo)
     weights.write_bytes(state)
-    assert load_model(ModelConfig(path=str(adapter)))[0].get_input_embeddings().weight.dtype == torch.float32
+    merged, _ = load_model(ModelConfig(path=str(adapter)))
+    assert all(p.requires_grad for p in merged.parameters())  # full finetuning from an adapter trains
 
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "/nowhere/base"

@@ -209,6 +209,7 @@ def _load_merged_adapter(
         raise LmadaptError(
             f"cannot load the PEFT adapter '{cfg.path}' onto its base '{base_path}': {first_line(e)}"
         ) from None
+    model.requires_grad_(True)  # PEFT froze the base; a merged model trains like any loaded one
     # A LoRA trained on this model must name the adapter (not the bare base) as its base.
     model.name_or_path = model.config.name_or_path = str(adapter_dir)
     log.info("loaded adapter %s onto %s and merged it", adapter_dir, base_path)
