@@ -7,11 +7,14 @@ import pytest
 import torch
 from peft import AutoPeftModelForCausalLM
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer, GenerationConfig
 
+from lmadapt.config import LoraConfig
 from lmadapt.data.render import render_examples
 from lmadapt.data.templates import get_template
-from lmadapt.models.tiny import tiny_llama
+from lmadapt.errors import ConfigError
+from lmadapt.models.load import apply_lora
+from lmadapt.models.tiny import tiny_llama, tiny_t5
 from lmadapt.models.vocab import fit_model_to_template
 
 from .conftest import CONVERSATIONS, messages
@@ -75,3 +78,12 @@ def test_fit_model_to_template_resizes_and_extends_eos(chat_model_dir):
         model.get_input_embeddings().num_embeddings == model.get_output_embeddings().out_features == len(tok)
     )
     assert model.generation_config.eos_token_id == [tok.eos_token_id, ids[1]]
+
+
+def test_lora_refuses_new_markers_on_an_encoder_decoder():
+    tok = ByT5Tokenizer()
+    template = get_template("chatml", tok)
+    model = tiny_t5(len(tok), d_model=32, num_layers=1, tokenizer=tok)
+    markers = fit_model_to_template(model, tok, template)
+    with pytest.raises(ConfigError, match="encoder-decoder"):
+        apply_lora(model, LoraConfig(enabled=True), "seq2seq", markers)

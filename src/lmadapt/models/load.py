@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from lmadapt.config import LoraConfig, ModelConfig
-from lmadapt.errors import LmadaptError
+from lmadapt.errors import ConfigError, LmadaptError
 
 log = logging.getLogger("lmadapt")
 
@@ -229,6 +229,14 @@ def apply_lora(
     """
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
+
+    if trainable_tokens and kind == "seq2seq":
+        # T5-style models read embeddings through separate encoder/decoder modules sharing one weight;
+        # PEFT trainable tokens on one of them would leave the other's marker rows untrained.
+        raise ConfigError(
+            "LoRA cannot train the chat template's new marker tokens on an encoder-decoder model; "
+            "use full finetuning (model.lora.enabled=false) or a template without new tokens (tulu)"
+        )
 
     task = {
         "seq2seq": TaskType.SEQ_2_SEQ_LM,
