@@ -182,3 +182,12 @@ def test_eval_superni_on_a_hint_run_uses_compiled_modules(tiny_llama_dir, suite_
     # One compiled module file per test task: the instruction was read once per task.
     assert len(list((run_dir / "modules").glob(f"*/{MANIFEST}"))) == len({x.task for x in instances})
     assert metrics["flops"] is not None and "error" not in metrics["flops"]
+
+
+def test_chatml_instances_resize_the_underlying_model(tiny_llama_dir, suite_dir, tmp_path):
+    cfg = _config(tiny_llama_dir, suite_dir, tmp_path / "run", steps=1)
+    cfg.data.template = "chatml"
+    result = hint.run(cfg)
+    tokenizer = load_hint_run(result.out_dir).tokenizer
+    assert result.model.underlying.get_input_embeddings().num_embeddings >= len(tokenizer)
+    assert "<|im_end|>" in tokenizer.all_special_tokens

@@ -50,6 +50,7 @@ from lmadapt.hint.model import HintModel
 from lmadapt.hint.predict import predict
 from lmadapt.hint.run import RunSettings, load_hint_run, save_hint_run
 from lmadapt.models.load import load_model, load_tokenizer
+from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult, build_base_model, training_budget
 from lmadapt.store import CorruptEntry, open_entry, write_entry
 from lmadapt.train.checkpoint import trainable_state
@@ -86,6 +87,8 @@ def run(cfg: HintConfig) -> HintResult:
         cfg = _materialize_builtins(cfg, run.out)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     underlying, _ = load_model(cfg.model, run.device)
+    # chatml's markers become special tokens: the embeddings grow to hold them before HINT wraps the model
+    fit_model_to_template(underlying, tokenizer, instance_template(cfg.data.template, tokenizer))
     torch.manual_seed(cfg.train.seed)  # the generator's initial weights
     model = HintModel(underlying, cfg.hint)
     objective = LanguageModelling(model.kind)
