@@ -8,18 +8,18 @@ import torch
 from transformers import ByT5Tokenizer
 
 from lmadapt.errors import DataError
-from lmadapt.eval import multiple_choice
+from lmadapt.eval import scoring
 from lmadapt.eval.multiple_choice import (
     ChoiceScores,
     Question,
     build_prompt,
     load_questions,
     mc_metrics,
-    score_continuations,
     score_questions,
     select_shots,
 )
 from lmadapt.eval.prompts import PromptEncoder
+from lmadapt.eval.scoring import score_replies
 from lmadapt.models.tiny import tiny_llama, tiny_t5
 
 TOK = ByT5Tokenizer()
@@ -147,8 +147,8 @@ def causal_reference(llama) -> list[float]:
 def test_batched_decoder_only_scores_equal_one_by_one(
     llama, causal_reference, monkeypatch, batch_size: int, logits_to_keep: bool
 ) -> None:
-    monkeypatch.setattr(multiple_choice, "_accepts_logits_to_keep", lambda model: logits_to_keep)
-    got = score_continuations(llama, ROWS, batch_size=batch_size)
+    monkeypatch.setattr(scoring, "_accepts_logits_to_keep", lambda model_cls: logits_to_keep)
+    got = score_replies(llama, ROWS, batch_size=batch_size)
     assert got == pytest.approx(causal_reference, abs=1e-5)
     assert len({round(x, 3) for x in got}) == len(ROWS)  # the rows really differ
 
@@ -157,7 +157,7 @@ def test_batched_encoder_decoder_scores_equal_one_by_one(t5) -> None:
     rows = [([*TOK(c + a)["input_ids"][:6], 1], a) for c, a in ROWS]  # encoder inputs end with EOS
     expected = [reference_seq2seq(t5, c, a) for c, a in rows]
     for batch_size in (1, 3):
-        assert score_continuations(t5, rows, batch_size=batch_size) == pytest.approx(expected, abs=1e-5)
+        assert score_replies(t5, rows, batch_size=batch_size) == pytest.approx(expected, abs=1e-5)
 
 
 def test_score_questions_scores_each_choice_after_its_prompt(llama) -> None:

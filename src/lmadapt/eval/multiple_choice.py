@@ -13,27 +13,20 @@ same format, answered, before the question.
 
 from __future__ import annotations
 
-import inspect
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from lmadapt.data.collate import pad_right
 from lmadapt.data.formats import read_records
-from lmadapt.errors import DataError, LmadaptError
+from lmadapt.errors import DataError
+from lmadapt.eval.progress import Progress
 from lmadapt.eval.prompts import PromptEncoder
-from lmadapt.losses.dpo import sequence_log_probs
-from lmadapt.losses.lm import IGNORE_INDEX
+from lmadapt.eval.scoring import score_replies
 
 ANSWER_FORMATS = ("text", "letter")
 LETTERS = string.ascii_uppercase
-# Padding is masked in the encoder and comes after every scored token elsewhere, so any id will do; 0 is
-# in every vocabulary.
-_PAD = 0
 
 
 @dataclass(frozen=True)
@@ -130,77 +123,6 @@ def build_prompt(question: Question, shots: Sequence[Question], answer_format: s
 # Scoring
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def _score_causal(model: Any, rows: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
-    """Summed log-probs (B,) of each row's continuation, the rows being prompt + continuation right-padded
-    (padding after the real tokens cannot change them under causal attention)."""
-    sequences = [context + continuation for context, continuation in rows]
-    input_ids = pad_right(sequences, _PAD)
-    attention_mask = pad_right([[1] * len(s) for s in sequences], 0)
-    labels = pad_right([[IGNORE_INDEX] * len(c) + a for c, a in rows], IGNORE_INDEX)
-    # Only positions from the first row's last prompt token on predict a scored token: the lm_head and
-    # log-softmax skip the rest, which with a large vocabulary is most of the memory.
-    start = min(len(context) for context, _ in rows) - 1
-    kwargs = {"logits_to_keep": input_ids.shape[1] - start} if _accepts_logits_to_keep(model) else {}
-    logits = model(
-        input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device), **kwargs
-    ).logits
-    logits = logits[:, logits.shape[1] - (input_ids.shape[1] - start) :]
-    return sequence_log_probs(logits, labels[:, start:])[0]
-
-
-def _score_seq2seq(model: Any, rows: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
-    """Summed log-probs (B,): prompts to the encoder; the decoder reads start + continuation, so that it
-    is a causal sequence whose every continuation token is predicted by the position before it."""
-    start_id = model.config.decoder_start_token_id
-    if start_id is None:
-        raise LmadaptError("the encoder-decoder model's config has no decoder_start_token_id")
-    input_ids = pad_right([context for context, _ in rows], _PAD)
-    attention_mask = pad_right([[1] * len(context) for context, _ in rows], 0)
-    decoder_ids = pad_right([[start_id, *continuation] for _, continuation in rows], _PAD)
-    labels = pad_right([[IGNORE_INDEX, *continuation] for _, continuation in rows], IGNORE_INDEX)
-    logits = model(
-        input_ids=input_ids.to(model.device),
-        attention_mask=attention_mask.to(model.device),
-        decoder_input_ids=decoder_ids.to(model.device),
-    ).logits
-    return sequence_log_probs(logits, labels)[0]
-
-
-def score_continuations(
-    model: Any, rows: Sequence[tuple[list[int], list[int]]], batch_size: int = 16
-) -> list[float]:
-    """The summed log-probability of each (prompt ids, continuation ids) row's continuation.
-
-    Rows are sorted by length and scored `batch_size` at a time (rows of different questions share
-    batches); results come back in the order of `rows`.
-    """
-    if batch_size < 1:
-        raise LmadaptError(f"batch_size must be at least 1, got {batch_size}")
-    encoder_decoder = bool(model.config.is_encoder_decoder)
-    for context, continuation in rows:
-        if not continuation or (not context and not encoder_decoder):
-            raise LmadaptError("every row needs continuation tokens and (decoder-only) a prompt token")
-    score = _score_seq2seq if encoder_decoder else _score_causal
-    order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
-    scores = [0.0] * len(rows)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for begin in range(0, len(order), batch_size):
-                batch = order[begin : begin + batch_size]
-                values = score(model, [rows[i] for i in batch]).tolist()
-                for i, value in zip(batch, values, strict=True):
-                    scores[i] = value
-    finally:
-        model.train(was_training)
-    return scores
-
-
 @dataclass(frozen=True)
 class ChoiceScores:
     """Per question: summed log-prob and token count of every choice, and the two predictions."""
@@ -224,14 +146,15 @@ def score_questions(
     prompts: Sequence[str],
     answer_format: str,
     batch_size: int = 16,
+    progress: Progress | None = None,
 ) -> list[ChoiceScores]:
-    """Score every choice of every question given its prompt (`build_prompt`)."""
+    """Score every choice of every question given its prompt (`build_prompt`); `progress` counts choices."""
     rows = [
         encoder.encode_with_reply(prompt, answer_text(question, i, answer_format))
         for question, prompt in zip(questions, prompts, strict=True)
         for i in range(len(question.choices))
     ]
-    log_probs = score_continuations(model, rows, batch_size)
+    log_probs = score_replies(model, rows, batch_size, progress)
     out, first = [], 0
     for question in questions:
         end = first + len(question.choices)

@@ -12,9 +12,7 @@ either the policy with its LoRA adapters disabled or a frozen model.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -27,8 +25,9 @@ from safetensors.torch import load_file, save_file
 
 from lmadapt.config import PreferenceLossConfig
 from lmadapt.data.preference import TokenizedPair, collate_pairs
+from lmadapt.eval.scoring import reply_log_probs
 from lmadapt.losses import dpo as dpo_losses
-from lmadapt.losses.lm import IGNORE_INDEX, count_trained_tokens
+from lmadapt.losses.lm import count_trained_tokens
 from lmadapt.losses.reward import bradley_terry
 from lmadapt.store import CorruptEntry, Entry, content_digest, load_or_build
 from lmadapt.train.objectives import unwrap_ddp
@@ -42,30 +41,6 @@ ReferenceFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
 REFERENCE_FORMAT_VERSION = 2
 REFERENCE_KIND = "reference-logps"
 REFERENCE_FILE = "ref_logps.safetensors"
-
-
-@functools.lru_cache(maxsize=8)
-def _accepts_logits_to_keep(model_cls: type) -> bool:
-    return "logits_to_keep" in inspect.signature(model_cls.forward).parameters
-
-
-def reply_log_probs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed reply logps [2B], reply token counts [2B]) of a causal LM on a `collate_pairs` batch.
-
-    Only positions from the earliest reply token on are projected to the vocabulary
-    (`logits_to_keep`), so long prompts cost no [T, V] logits.
-    """
-    input_ids, labels = batch["input_ids"], batch["labels"]
-    core = unwrap_ddp(model)
-    core = core.get_base_model() if hasattr(core, "get_base_model") else core
-    trained_columns = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-    first = int(trained_columns[0]) if len(trained_columns) else 1
-    keep = min(input_ids.size(1), input_ids.size(1) - first + 1)
-    kwargs = {"logits_to_keep": keep} if _accepts_logits_to_keep(type(core)) else {}
-    logits = model(
-        input_ids=input_ids, attention_mask=batch["attention_mask"], use_cache=False, **kwargs
-    ).logits
-    return dpo_losses.sequence_log_probs(logits, labels[:, -logits.size(1) :])
 
 
 def adapters_off_reference(model: torch.nn.Module, batch: Batch) -> torch.Tensor:

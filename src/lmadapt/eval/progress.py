@@ -1,0 +1,77 @@
+"""Progress of an evaluation with an ETA: a tqdm bar on a terminal, plain lines in a log file.
+
+A bar redraws itself with carriage returns, which a redirected stderr keeps as one long run-on line;
+so when the stream is not a terminal, progress is written as separate lines, one every `interval`
+seconds and one at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+from tqdm.auto import tqdm
+
+PLAIN_INTERVAL_S = 30.0
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+class Progress:
+    """Counts `total` units of work (instances, choices, pairs) as they finish; use as a context manager."""
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        *,
+        stream: IO[str] | None = None,
+        interval: float = PLAIN_INTERVAL_S,
+        clock: Any = time.monotonic,
+    ):
+        self.total, self.desc, self.done = total, desc, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval, self.clock = interval, clock
+        self.start = self.last = clock()
+        is_tty = getattr(self.stream, "isatty", lambda: False)()
+        self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True) if is_tty else None
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = self.clock()
+        if now - self.last >= self.interval and self.done < self.total:
+            self.last = now
+            self._line(now)
+
+    def _text(self, now: float) -> str:
+        """The plain record: done/total, percent, elapsed and estimated remaining time."""
+        elapsed = now - self.start
+        percent = 100 * self.done / self.total if self.total else 100.0
+        text = f"{self.desc}: {self.done}/{self.total} ({percent:.0f}%), elapsed {_duration(elapsed)}"
+        if 0 < self.done < self.total:
+            text += f", ETA {_duration(elapsed / self.done * (self.total - self.done))}"
+        return text
+
+    def _line(self, now: float) -> None:
+        self.stream.write(self._text(now) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            self._line(self.clock())
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
