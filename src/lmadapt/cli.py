@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from lmadapt import __version__
 from lmadapt.errors import Interrupted, LmadaptError, Preempted
@@ -57,21 +58,6 @@ def _recipe_overrides(args: argparse.Namespace) -> list[str]:
     if args.force:
         extra.append("train.force_resume=true")
     return [*args.overrides, *extra]
-
-
-def cmd_eval_rewards(args: argparse.Namespace) -> None:
-    from lmadapt.recipes.reward import run_eval_rewards
-
-    metrics = run_eval_rewards(
-        args.model,
-        args.data,
-        args.out,
-        template=args.template,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-    )
-    accuracy = f"pairwise accuracy {metrics['accuracy']:.4f} on {metrics['pairs']} pairs"
-    print(f"{accuracy}; metrics: {args.out}/metrics.json")
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
@@ -133,78 +119,131 @@ def cmd_merge(args: argparse.Namespace) -> None:
     print(f"merged model saved to {merge_adapter(args.model, args.out, args.overwrite, args.dtype)}")
 
 
-def cmd_eval_superni(args: argparse.Namespace) -> None:
-    from lmadapt.recipes.evaluate import run_superni
+# The evaluation commands. Each runs one function of lmadapt.recipes.evaluate with the values of its
+# arguments (named as the function's parameters) and prints its result line, a coverage warning when
+# predictions are missing or empty, and where the report is. Arguments: (flags, argparse options).
+Argument = tuple[tuple[str, ...], dict[str, Any]]
+_OUT: list[Argument] = [
+    (("--out",), {"required": True, "help": "directory for predictions.jsonl, metrics.json, report.md"}),
+    (("--overwrite",), {"action": "store_true", "help": "replace existing result files in --out"}),
+]
+_CHAT_TEMPLATE = (
+    "send prompts as a user turn of the tokenizer's chat template: auto (when it has one), on, off"
+)
+_LM: list[Argument] = [
+    (("--model",), {"required": True, "help": "local model directory"}),
+    (("--chat-template",), {"default": "auto", "choices": ["auto", "on", "off"], "help": _CHAT_TEMPLATE}),
+    (("--batch-size",), {"type": int, "default": 16}),
+]
+_QUESTIONS: list[Argument] = [
+    (("--max-questions",), {"type": int, "default": 0, "help": "first N questions (0 = all)"}),
+]
 
-    metrics = run_superni(
-        args.data,
-        args.out,
-        split=args.split,
-        encoding=args.encoding,
-        model=args.model,
-        predictor=args.predictor,
-        predictions=args.predictions,
-        max_instances=args.max_instances or None,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        overwrite=args.overwrite,
-        xlingual_tokenizer=args.xlingual_tokenizer,
-        chat_template=args.chat_template,
-        max_source_tokens=args.max_source_tokens or None,
-    )
+
+def _superni_line(metrics: dict[str, Any]) -> str:
     overall = metrics["overall"]
-    scores = f"exact match {overall['exact_match']:.2f}, ROUGE-L {overall['rougeL']:.2f}"
-    print(f"{scores}; report: {args.out}/report.md")
+    return f"exact match {overall['exact_match']:.2f}, ROUGE-L {overall['rougeL']:.2f}"
 
 
-def cmd_eval_mc(args: argparse.Namespace) -> None:
-    from lmadapt.recipes.evaluate import run_multiple_choice
-
-    metrics = run_multiple_choice(
-        args.data,
-        args.out,
-        model=args.model,
-        fewshot=args.fewshot,
-        k=args.k,
-        answer_format=args.answer_format,
-        chat_template=args.chat_template,
-        batch_size=args.batch_size,
-        max_questions=args.max_questions or None,
-        overwrite=args.overwrite,
-    )
+def _mc_line(metrics: dict[str, Any]) -> str:
     overall = metrics["overall"]
-    acc = f"accuracy {overall['accuracy']:.2f} (per token {overall['accuracy_per_token']:.2f})"
-    print(f"{acc}; report: {args.out}/report.md")
+    return f"accuracy {overall['accuracy']:.2f} (per token {overall['accuracy_per_token']:.2f})"
 
 
-def cmd_eval_gsm8k(args: argparse.Namespace) -> None:
-    from lmadapt.recipes.evaluate import run_gsm8k
+def _rewards_line(metrics: dict[str, Any]) -> str:
+    return f"pairwise accuracy {metrics['accuracy']:.4f} on {metrics['pairs']} pairs"
 
-    metrics = run_gsm8k(
-        args.data,
-        args.out,
-        model=args.model,
-        fewshot=args.fewshot,
-        k=args.k,
-        chat_template=args.chat_template,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        max_questions=args.max_questions or None,
-        overwrite=args.overwrite,
+
+# eval command -> (function in lmadapt.recipes.evaluate, help, arguments, result line)
+EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]]] = {
+    "superni": (
+        "run_superni",
+        "Super-NaturalInstructions protocol and official metrics",
+        [
+            (("--data",), {"required": True, "help": "local natural-instructions clone (or same layout)"}),
+            *_OUT,
+            (("--model",), {"help": "local model or HINT run directory (greedy generation)"}),
+            (("--predictor",), {"choices": ["copy-input", "copy-demo"], "help": "heuristic baseline"}),
+            (("--predictions",), {"help": "score an existing JSONL of {id, prediction}"}),
+            (
+                ("--split",),
+                {"default": "default", "help": "default, xlingual, splits/<name>, or a task list"},
+            ),
+            (
+                ("--encoding",),
+                {"help": "def, def+2pos, def+2pos+2neg, ... (default: a HINT run's own, else def+2pos)"},
+            ),
+            (("--max-instances",), {"type": int, "default": 100, "help": "first N per test task (0 = all)"}),
+            (
+                ("--chat-template",),
+                {"choices": ["auto", "on", "off"], "help": _CHAT_TEMPLATE + " (default auto)"},
+            ),
+            (("--batch-size",), {"type": int, "help": "prompts per generation batch (default 16)"}),
+            (("--max-new-tokens",), {"type": int, "help": "default 128"}),
+            (("--max-source-tokens",), {"type": int, "help": "prompt length limit (default 1024; 0 = none)"}),
+            (("--xlingual-tokenizer",), {"help": "local GPT-2 tokenizer directory for the xlingual track"}),
+        ],
+        _superni_line,
+    ),
+    "mc": (
+        "run_multiple_choice",
+        "multiple choice by log-likelihood (MMLU-style JSONL)",
+        [
+            (("--data",), {"required": True, "help": "JSONL of {question, choices, answer, subject?}"}),
+            *_OUT,
+            *_LM,
+            (("--fewshot",), {"help": "JSONL of answered examples shown before each question"}),
+            (("--k",), {"type": int, "default": 5, "help": "number of few-shot examples"}),
+            (("--answer-format",), {"default": "text", "choices": ["text", "letter"]}),
+            *_QUESTIONS,
+        ],
+        _mc_line,
+    ),
+    "gsm8k": (
+        "run_gsm8k",
+        "generation with final-answer extraction (GSM8K-style JSONL)",
+        [
+            (("--data",), {"required": True, "help": "JSONL of {question, answer}; gold answer after ####"}),
+            *_OUT,
+            *_LM,
+            (("--fewshot",), {"help": "JSONL of worked examples shown before each question"}),
+            (("--k",), {"type": int, "default": 8, "help": "number of few-shot examples"}),
+            (("--max-new-tokens",), {"type": int, "default": 256}),
+            *_QUESTIONS,
+        ],
+        lambda metrics: f"accuracy {metrics['overall']['accuracy']:.2f}",
+    ),
+    "rewards": (
+        "run_rewards",
+        "pairwise accuracy of a reward model on held-out preference pairs",
+        [
+            (("--model",), {"required": True, "help": "reward model directory (from `lmadapt reward`)"}),
+            (("--data",), {"required": True, "nargs": "+", "help": "preference pair files"}),
+            *_OUT,
+            (("--template",), {"default": "tokenizer", "help": "chat template (default: the model's own)"}),
+            (("--max-length",), {"type": int, "default": 1024}),
+            (("--batch-size",), {"type": int, "default": 8}),
+        ],
+        _rewards_line,
+    ),
+}
+
+
+def _dest(flags: tuple[str, ...]) -> str:
+    return flags[0].lstrip("-").replace("-", "_")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """`lmadapt eval NAME ...`: run the evaluation with its arguments, print its result line."""
+    from lmadapt.eval.report import coverage_warning
+    from lmadapt.recipes import evaluate
+
+    function, _, arguments, line = EVALS[args.eval_command]
+    metrics = getattr(evaluate, function)(
+        **{_dest(flags): getattr(args, _dest(flags)) for flags, _ in arguments}
     )
-    print(f"accuracy {metrics['overall']['accuracy']:.2f}; report: {args.out}/report.md")
-
-
-def _add_eval_common(e: argparse.ArgumentParser) -> None:
-    e.add_argument("--out", required=True, help="directory for predictions.jsonl, metrics.json, report.md")
-    e.add_argument(
-        "--chat-template",
-        default="auto",
-        choices=["auto", "on", "off"],
-        help="send prompts as a user turn of the tokenizer's chat template (auto: when it has one)",
-    )
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--overwrite", action="store_true", help="replace existing result files in --out")
+    warning = coverage_warning(metrics.get("coverage"))
+    print(f"{line(metrics)}{f'; WARNING: {warning}' if warning else ''}; report: {args.out}/report.md")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,53 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model or predictions")
     eval_sub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
-    e = eval_sub.add_parser("superni", help="Super-NaturalInstructions protocol and official metrics")
-    e.add_argument("--data", required=True, help="local natural-instructions clone (or same layout)")
-    _add_eval_common(e)
-    e.add_argument("--split", default="default", help="default, xlingual, splits/<name>, or a task list")
-    e.add_argument("--encoding", default="def+2pos", help="def, def+2pos, def+2pos+2neg, def+2pos+expl, ...")
-    source = e.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="local model directory (greedy generation)")
-    source.add_argument("--predictor", choices=["copy-input", "copy-demo"], help="heuristic baseline")
-    source.add_argument("--predictions", help="score an existing JSONL of {id, prediction}")
-    e.add_argument("--max-instances", type=int, default=100, help="first N per test task (0 = all)")
-    e.add_argument("--max-new-tokens", type=int, default=128)
-    e.add_argument("--max-source-tokens", type=int, default=1024, help="prompt length limit (0 = none)")
-    e.add_argument("--xlingual-tokenizer", help="local GPT-2 tokenizer directory for the xlingual track")
-    e.set_defaults(func=cmd_eval_superni)
-
-    e = eval_sub.add_parser("mc", help="multiple choice by log-likelihood (MMLU-style JSONL)")
-    e.add_argument("--data", required=True, help="JSONL of {question, choices, answer, subject?}")
-    e.add_argument("--model", required=True, help="local model directory")
-    _add_eval_common(e)
-    e.add_argument("--fewshot", help="JSONL of answered examples shown before each question")
-    e.add_argument("--k", type=int, default=5, help="number of few-shot examples")
-    e.add_argument("--answer-format", default="text", choices=["text", "letter"])
-    e.add_argument("--max-questions", type=int, default=0, help="first N questions (0 = all)")
-    e.set_defaults(func=cmd_eval_mc)
-
-    e = eval_sub.add_parser("gsm8k", help="generation with final-answer extraction (GSM8K-style JSONL)")
-    e.add_argument("--data", required=True, help="JSONL of {question, answer}; gold answer after ####")
-    e.add_argument("--model", required=True, help="local model directory")
-    _add_eval_common(e)
-    e.add_argument("--fewshot", help="JSONL of worked examples shown before each question")
-    e.add_argument("--k", type=int, default=8, help="number of few-shot examples")
-    e.add_argument("--max-new-tokens", type=int, default=256)
-    e.add_argument("--max-questions", type=int, default=0, help="first N questions (0 = all)")
-    e.set_defaults(func=cmd_eval_gsm8k)
-
-    e = eval_sub.add_parser(
-        "rewards", help="pairwise accuracy of a reward model on held-out preference pairs"
-    )
-    e.add_argument("--model", required=True, help="reward model directory (from `lmadapt reward`)")
-    e.add_argument("--data", required=True, nargs="+", help="preference pair files")
-    e.add_argument("--out", required=True, help="directory for metrics.json")
-    e.add_argument(
-        "--template", default="tokenizer", help="chat template (default: the one saved with the model)"
-    )
-    e.add_argument("--max-length", type=int, default=1024)
-    e.add_argument("--batch-size", type=int, default=8)
-    e.set_defaults(func=cmd_eval_rewards)
+    for name, (_, help_text, arguments, _) in EVALS.items():
+        e = eval_sub.add_parser(name, help=help_text)
+        for flags, options in arguments:
+            e.add_argument(*flags, **options)
+        e.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("data", help="inspect data as the model will see it")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)

@@ -164,7 +164,7 @@ def test_score_questions_scores_each_choice_after_its_prompt(llama) -> None:
     questions = [q("2+2?", ["3", "four"], 1), q("Sky?", ["blue", "red", "a green one"], 0)]
     encoder = PromptEncoder(TOK, "causal")
     prompts = [build_prompt(x, [], "text") for x in questions]
-    scores = score_questions(llama, encoder, questions, prompts, "text", batch_size=2)
+    scores = score_questions(encoder, lambda rows: score_replies(llama, rows, 2), questions, prompts, "text")
     for question, prompt, s in zip(questions, prompts, scores, strict=True):
         rows = [encoder.encode_with_reply(prompt, choice) for choice in question.choices]
         assert s.log_probs == pytest.approx([reference_causal(llama, c, a) for c, a in rows], abs=1e-5)

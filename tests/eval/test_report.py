@@ -12,8 +12,9 @@ from lmadapt.eval.report import (
     CHART_NAME,
     read_predictions,
     superni_metrics,
+    superni_prediction_records,
+    write_jsonl,
     write_metrics,
-    write_predictions,
     write_report,
 )
 
@@ -41,7 +42,7 @@ def scored(predictions=PREDICTIONS, instances=INSTANCES) -> dict:
         categories=[x.category for x in instances],
         tracks=[x.track for x in instances],
     )
-    return superni_metrics(results, instances, missing_predictions=0)
+    return superni_metrics(results, instances, {"total": 4, "predicted": 4, "missing": 0, "empty": 0})
 
 
 def test_superni_metrics_layout() -> None:
@@ -88,7 +89,7 @@ def test_superni_metrics_with_two_tracks_describes_default_and_lists_both() -> N
         tracks=[x.track for x in instances],
         xlingual_tokenizer=tokenizer,
     )
-    metrics = superni_metrics(results, instances, missing_predictions=0)
+    metrics = superni_metrics(results, instances, {"total": 4, "predicted": 4, "missing": 0, "empty": 0})
     assert metrics["overall"]["num_instances"] == 2 and metrics["overall"]["num_tasks"] == 1
     assert metrics["per_category"]["textual_entailment"]["num_instances"] == 2
     assert (
@@ -99,15 +100,15 @@ def test_superni_metrics_with_two_tracks_describes_default_and_lists_both() -> N
 
 def test_predictions_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "predictions.jsonl"
-    write_predictions(path, INSTANCES, ["ü", "b", "c", "d"])
+    write_jsonl(path, superni_prediction_records(INSTANCES, ["ü", "b", "c", "d"]))
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert rows[0] == {"id": "t1-0", "task": "t1", "prediction": "ü"}
-    assert read_predictions(path, INSTANCES) == ["ü", "b", "c", "d"]
+    assert read_predictions(path, [x.id for x in INSTANCES]) == ["ü", "b", "c", "d"]
     # Any order; instances without a record get None.
     path.write_text(
         '{"id": "t3-0", "prediction": "z"}\n\n{"id": "t1-1", "prediction": ""}\n', encoding="utf-8"
     )
-    assert read_predictions(path, INSTANCES) == [None, "", None, "z"]
+    assert read_predictions(path, [x.id for x in INSTANCES]) == [None, "", None, "z"]
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,7 @@ def test_bad_prediction_records_name_file_and_line(
     path = tmp_path / "preds.jsonl"
     path.write_text('{"id": "t1-0", "prediction": "x"}\n' + second_line + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=message) as err:
-        read_predictions(path, INSTANCES)
+        read_predictions(path, [x.id for x in INSTANCES])
     assert (err.value.path, err.value.line, err.value.field) == (str(path), 2, field)
 
 

@@ -12,11 +12,13 @@ from lmadapt.data.tasks import Demonstration, Instance, Task, save_task_json
 from lmadapt.data.templates import TULU_JINJA, get_template
 from lmadapt.data.tokenize import encode_prompt
 from lmadapt.errors import ConfigError, DataError, LmadaptError
+from lmadapt.eval import sources
 from lmadapt.eval.generate import generate
+from lmadapt.eval.report import CHART_NAME, SUBJECT_CHART_NAME
+from lmadapt.eval.results import RESULT_FILES
 from lmadapt.models.load import load_tokenizer
 from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
-from lmadapt.recipes import evaluate
-from lmadapt.recipes.evaluate import OUTPUT_FILES, run_gsm8k, run_multiple_choice, run_superni
+from lmadapt.recipes.evaluate import run_gsm8k, run_multiple_choice, run_superni
 
 
 def write_clone(root: Path, language: str = "English") -> Path:
@@ -60,7 +62,7 @@ def clone(tmp_path: Path) -> Path:
 def test_predictor_run_writes_all_results(clone: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     metrics = run_superni(clone, out, predictor="copy-demo", encoding="def")
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RESULT_FILES, CHART_NAME])
     assert metrics["overall"] == {"num_tasks": 2, "num_instances": 5, "exact_match": 60.0, "rougeL": 60.0}
     assert metrics["per_category"]["textual_entailment"]["exact_match"] == 66.6667
     assert metrics["per_task"]["task2_title"]["rougeL"] == 50.0
@@ -95,7 +97,7 @@ def test_scoring_a_predictions_file(clone: Path, tmp_path: Path) -> None:
         '{"id": "t1-1", "prediction": "No"}\n{"id": "t2-0", "prediction": "a title"}\n', "utf-8"
     )
     metrics = run_superni(clone, tmp_path / "eval", predictions=predictions)
-    assert metrics["missing_predictions"] == 3
+    assert metrics["coverage"] == {"total": 5, "predicted": 2, "missing": 3, "empty": 0}
     assert metrics["overall"]["exact_match"] == 40.0  # the three missing ones score as ""
     rows = (tmp_path / "eval" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(r)["prediction"] for r in rows] == ["", "No", "", "a title", ""]
@@ -203,7 +205,7 @@ def test_chat_model_prompts_are_encoded_as_in_training(
     clone: Path, tmp_path: Path, chat_model_dir: Path, monkeypatch
 ) -> None:
     fake = FakeGenerate()
-    monkeypatch.setattr(evaluate, "generate", fake)
+    monkeypatch.setattr(sources, "generate", fake)
     metrics = run_superni(clone, tmp_path / "eval", model=str(chat_model_dir), encoding="def+1pos")
     tok = load_tokenizer(str(chat_model_dir))
     template = get_template("tulu", tok)
@@ -236,7 +238,7 @@ def test_long_prompts_lose_demonstrations_then_their_start(
     clone: Path, tmp_path: Path, tiny_llama_dir: Path, monkeypatch
 ) -> None:
     fake = FakeGenerate()
-    monkeypatch.setattr(evaluate, "generate", fake)
+    monkeypatch.setattr(sources, "generate", fake)
     with_demo = load_superni(clone, encoding="def+1pos")
     without = load_superni(clone, encoding="def")
 
@@ -286,7 +288,7 @@ def test_multiple_choice_run(tmp_path: Path, tiny_llama_dir: Path) -> None:
     shots = write_jsonl(tmp_path / "shots.jsonl", MC_SHOTS)
     out = tmp_path / "mc"
     metrics = run_multiple_choice(data, out, model=str(tiny_llama_dir), fewshot=shots, k=1, batch_size=3)
-    assert sorted(p.name for p in out.iterdir()) == sorted(evaluate.MC_OUTPUT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RESULT_FILES, SUBJECT_CHART_NAME])
     rows = read_jsonl(out / "predictions.jsonl")
     assert [(r["line"], r["subject"], r["answer"]) for r in rows] == [
         (1, "math", 1),
@@ -349,7 +351,7 @@ def test_gsm8k_run_grades_the_last_number(tmp_path: Path, tiny_llama_dir: Path, 
         [{"question": "1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"}, {"question": "x", "answer": "#### 9"}],
     )
     fake = FakeGenerate([" 2+2 is 4. The answer is 4.", " It costs $1,200.", " I do not know."])
-    monkeypatch.setattr(evaluate, "generate", fake)
+    monkeypatch.setattr(sources, "generate", fake)
     out = tmp_path / "gsm"
     metrics = run_gsm8k(data, out, model=str(tiny_llama_dir), fewshot=shots, k=1, max_new_tokens=32)
     prompt = "Question: 1+1?\nAnswer: 1+1=2\nThe answer is 2.\n\nQuestion: 2+2?\nAnswer:"
@@ -363,7 +365,7 @@ def test_gsm8k_run_grades_the_last_number(tmp_path: Path, tiny_llama_dir: Path, 
         ("1200", "1200", True),
         (None, "0", False),
     ]
-    assert sorted(p.name for p in out.iterdir()) == sorted(evaluate.GSM8K_OUTPUT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
     assert "| 3 | 66.67 | 1 |" in (out / "report.md").read_text(encoding="utf-8")
 
 

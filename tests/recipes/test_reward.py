@@ -13,7 +13,7 @@ from lmadapt.config import DataConfig, RewardConfig, SourceConfig, load_config
 from lmadapt.data.pipeline import load_tokenized
 from lmadapt.data.preference import collate_pairs
 from lmadapt.data.templates import get_template
-from lmadapt.recipes import reward
+from lmadapt.recipes import evaluate, reward
 
 
 def _write_pairs(path: Path, n: int, seed: int) -> Path:
@@ -75,7 +75,7 @@ def test_reward_model_learns_pairs_and_eval_reports_pairwise_accuracy(tmp_path, 
     assert losses[-1] < 0.5 * losses[0]
     assert records[-1]["eval_rewards/accuracies"] >= 0.9
 
-    metrics = reward.run_eval_rewards(result.out_dir, held_out, tmp_path / "eval")
+    metrics = evaluate.run_rewards(result.out_dir, held_out, tmp_path / "eval")
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
     # The saved output is a plain transformers reward model: recompute every score without lmadapt.
     model = AutoModelForSequenceClassification.from_pretrained(result.out_dir).eval()
@@ -97,7 +97,7 @@ def test_lora_reward_model_saves_an_adapter_that_eval_loads(tmp_path, tiny_llama
     )
     result = reward.run(cfg)
     assert (result.out_dir / "adapter_config.json").is_file()
-    metrics = reward.run_eval_rewards(result.out_dir, train, tmp_path / "eval", batch_size=5)
+    metrics = evaluate.run_rewards(result.out_dir, train, tmp_path / "eval", batch_size=5)
     head = dict(result.model.named_parameters())
     assert any("score" in name and param.requires_grad for name, param in head.items())  # the head trains
     result.model.eval()

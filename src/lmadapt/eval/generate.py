@@ -15,6 +15,7 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from lmadapt.errors import LmadaptError
+from lmadapt.eval.progress import Progress
 
 # A checkpoint's generation_config.json fills every field left unset (Qwen2-Instruct ships
 # repetition_penalty=1.05 and top_k=20), so every processor that could alter the requested decoding is pinned.
@@ -43,6 +44,7 @@ def generate(
     stop: Sequence[str] | None = None,
     seed: int = 0,
     chat_template: bool = False,
+    progress: Progress | None = None,
 ) -> list[str]:
     """Generate a continuation for each prompt; returns the texts in the order of `prompts`.
 
@@ -53,7 +55,8 @@ def generate(
     `chat_template`, each prompt becomes one user message rendered by the tokenizer's chat template with
     the generation prompt appended (prompts are used as they are when the tokenizer has no template).
     Sampling is seeded with `seed` inside a forked RNG scope, so the caller's global RNG state is left as
-    it was. The tokenizer is not modified; a tokenizer without a pad token pads with EOS.
+    it was. The tokenizer is not modified; a tokenizer without a pad token pads with EOS. `progress`
+    advances by one per prompt as its batch finishes.
     """
     _check_arguments(max_new_tokens, batch_size, do_sample, temperature, top_p, stop)
     if not prompts:
@@ -84,6 +87,8 @@ def generate(
                 )
                 for i, text in zip(rows, batch, strict=True):
                     texts[i] = text
+                if progress is not None:
+                    progress.update(len(rows))
     finally:
         model.train(was_training)
     return texts

@@ -14,16 +14,14 @@ same format, answered, before the question.
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmadapt.data.formats import read_records
 from lmadapt.errors import DataError
-from lmadapt.eval.progress import Progress
 from lmadapt.eval.prompts import PromptEncoder
-from lmadapt.eval.scoring import score_replies
 
 ANSWER_FORMATS = ("text", "letter")
 LETTERS = string.ascii_uppercase
@@ -140,21 +138,21 @@ class ChoiceScores:
 
 
 def score_questions(
-    model: Any,
     encoder: PromptEncoder,
+    score: Callable[[list[tuple[list[int], list[int]]]], list[float]],
     questions: Sequence[Question],
     prompts: Sequence[str],
     answer_format: str,
-    batch_size: int = 16,
-    progress: Progress | None = None,
 ) -> list[ChoiceScores]:
-    """Score every choice of every question given its prompt (`build_prompt`); `progress` counts choices."""
+    """Score every choice of every question given its prompt (`build_prompt`): `encoder` turns each
+    (prompt, choice) into (prompt ids, reply ids) rows and `score` gives each row's summed reply
+    log-probability (`eval.scoring.score_replies`, or a source's `score`)."""
     rows = [
         encoder.encode_with_reply(prompt, answer_text(question, i, answer_format))
         for question, prompt in zip(questions, prompts, strict=True)
         for i in range(len(question.choices))
     ]
-    log_probs = score_replies(model, rows, batch_size, progress)
+    log_probs = score(rows)
     out, first = [], 0
     for question in questions:
         end = first + len(question.choices)

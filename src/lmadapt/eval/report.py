@@ -35,26 +35,25 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def write_predictions(
-    path: str | Path, instances: Sequence[EvalInstance], predictions: Sequence[str]
-) -> None:
-    """SuperNI predictions as {"id", "task", "prediction"} lines, the format `read_predictions` and the
-    official leaderboard script read."""
-    records = (
-        {"id": instance.id, "task": instance.task, "prediction": prediction}
+def superni_prediction_records(
+    instances: Sequence[EvalInstance], predictions: Sequence[str | None]
+) -> list[dict[str, str]]:
+    """SuperNI predictions as {"id", "task", "prediction"} records (a missing one as ""), the format
+    `read_predictions` and the official leaderboard script read."""
+    return [
+        {"id": instance.id, "task": instance.task, "prediction": prediction or ""}
         for instance, prediction in zip(instances, predictions, strict=True)
-    )
-    write_jsonl(path, records)
+    ]
 
 
-def read_predictions(path: str | Path, instances: Sequence[EvalInstance]) -> list[str | None]:
-    """Predictions from a file of {"id", "prediction"} records, in the order of `instances`.
+def read_predictions(path: str | Path, ids: Sequence[str]) -> list[str | None]:
+    """Predictions from a file of {"id", "prediction"} records, in the order of `ids`.
 
-    An instance without a record gets None (scored as ""); a record whose id is not among `instances`,
+    An id without a record gets None (a missing prediction); a record whose id is not among `ids`,
     a repeated id, or a missing or non-string field raises DataError naming the file and line.
     """
-    index = {instance.id: i for i, instance in enumerate(instances)}
-    predictions: list[str | None] = [None] * len(instances)
+    index = {instance_id: i for i, instance_id in enumerate(ids)}
+    predictions: list[str | None] = [None] * len(ids)
     seen: dict[str, int] = {}
     for line, record in read_records(path):
         for field in ("id", "prediction"):
@@ -67,7 +66,7 @@ def read_predictions(path: str | Path, instances: Sequence[EvalInstance]) -> lis
                 path,
                 line,
                 "id",
-                f"unknown instance id {instance_id!r}: not among the {len(instances)} loaded instances "
+                f"unknown instance id {instance_id!r}: not among the {len(ids)} loaded instances "
                 "(were they loaded with the same split and instance limit?)",
             )
         if instance_id in seen:
@@ -86,12 +85,13 @@ def _nested(flat: Mapping[str, float], groups: Sequence[str]) -> dict[str, dict[
 
 
 def superni_metrics(
-    results: Mapping[str, Mapping[str, Any]], instances: Sequence[EvalInstance], missing_predictions: int
+    results: Mapping[str, Mapping[str, Any]], instances: Sequence[EvalInstance], coverage: Mapping[str, int]
 ) -> dict[str, Any]:
     """The scores part of metrics.json, from `score(..., task_names=, categories=, tracks=)` results.
 
     "overall", "per_category" and "tk_instruct" describe the main track (default when it has instances,
-    else xlingual); "per_task" holds every task with its track; "tracks" summarises each track.
+    else xlingual); "per_task" holds every task with its track; "tracks" summarises each track;
+    "coverage" counts missing and empty predictions (`coverage`).
     """
     track = "default" if "default" in results else "xlingual"
     main = results[track]
@@ -133,7 +133,7 @@ def superni_metrics(
         "per_task": per_task,
         "tk_instruct": dict(main["tk_instruct"]),
         "tracks": {name: {key: r[key] for key in ("num_instances", *METRICS)} for name, r in results.items()},
-        "missing_predictions": missing_predictions,
+        "coverage": dict(coverage),
     }
 
 
@@ -184,6 +184,38 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _score(value: float) -> str:
     return f"{value:.2f}"
+
+
+def coverage(predictions: Sequence[str | None]) -> dict[str, int]:
+    """How many of the predictions exist (None: none was given) and how many are empty or blank."""
+    missing = sum(p is None for p in predictions)
+    empty = sum(p is not None and not p.strip() for p in predictions)
+    return {
+        "total": len(predictions),
+        "predicted": len(predictions) - missing,
+        "missing": missing,
+        "empty": empty,
+    }
+
+
+def coverage_warning(counts: Mapping[str, int] | None) -> str | None:
+    """A sentence saying what is missing or empty (scored as empty), or None when nothing is."""
+    if not counts or not (counts["missing"] or counts["empty"]):
+        return None
+    total = counts["total"]
+    parts = []
+    if counts["missing"]:
+        parts.append(f"{counts['missing']} of {total} have no prediction")
+    if counts["empty"]:
+        parts.append(f"{counts['empty']} of {total} predictions are empty")
+    share = 100 * (counts["predicted"] - counts["empty"]) / total if total else 0.0
+    return f"coverage {share:.1f}%: {' and '.join(parts)} (scored as empty answers)"
+
+
+def coverage_lines(counts: Mapping[str, int] | None) -> list[str]:
+    """A loud report line when predictions are missing or empty (`coverage`)."""
+    message = coverage_warning(counts)
+    return ["", f"**WARNING: {message}.**"] if message else []
 
 
 def _prompts_line(prompts: Mapping[str, Any] | None) -> list[str]:
@@ -262,7 +294,7 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     per_category = metrics["per_category"]
     series = [("rougeL", "ROUGE-L"), ("exact_match", "Exact match")]
     plot_bars(out_dir / CHART_NAME, per_category, series, f"SuperNI {track} track, by category")
-    source = run.get("model") or run.get("predictor") or run.get("predictions") or "?"
+    source = run.get("predictions") or run.get("predictor") or run.get("model") or "?"
     lines = [
         "# SuperNI evaluation",
         "",
@@ -270,9 +302,9 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
         f"- data: `{run.get('data', '?')}`, split `{run.get('split', '?')}`, "
         f"encoding `{run.get('encoding', '?')}`, "
         f"at most {run.get('max_instances') or 'all'} instances per task",
-        f"- {overall['num_tasks']} tasks, {overall['num_instances']} instances ({track} track); "
-        f"{metrics['missing_predictions']} without a prediction (scored as empty)",
+        f"- {overall['num_tasks']} tasks, {overall['num_instances']} instances ({track} track)",
         *_prompts_line(metrics.get("prompts")),
+        *coverage_lines(metrics.get("coverage")),
         "",
         "## Overall",
         "",
@@ -335,7 +367,7 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Multiple choice and GSM8K
+# Multiple choice, GSM8K and reward models
 
 
 def _run_lines(run: Mapping[str, Any]) -> list[str]:
@@ -400,10 +432,45 @@ def write_gsm8k_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
         *_run_lines(run),
         f"- greedy generation, at most {run.get('max_new_tokens', '?')} new tokens; the final answer is "
         "the last number generated",
+        *coverage_lines(metrics.get("coverage")),
         "",
         _table(
             ["questions", "accuracy", "no number in the output"],
             [[overall["num_questions"], _score(overall["accuracy"]), overall["no_number"]]],
+        ),
+        "",
+    ]
+    path = Path(out_dir) / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def write_rewards_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """report.md of a reward-model evaluation on preference pairs."""
+    run = metrics.get("run", {})
+    data = ", ".join(f"`{path}`" for path in run.get("data", []))
+    lines = [
+        "# Reward model: pairwise accuracy",
+        "",
+        f"- model: `{run.get('model', '?')}`",
+        f"- data: {data}; at most {run.get('max_length', '?')} tokens per side; "
+        f"{metrics['dropped']} pairs dropped as too long",
+        "",
+        "Accuracy is the share of pairs whose chosen reply scores above the rejected one; the loss is the "
+        "mean Bradley-Terry loss -log sigmoid(chosen - rejected).",
+        "",
+        _table(
+            ["pairs", "accuracy", "mean chosen", "mean rejected", "mean margin", "loss"],
+            [
+                [
+                    metrics["pairs"],
+                    f"{metrics['accuracy']:.4f}",
+                    f"{metrics['mean_chosen']:.4f}",
+                    f"{metrics['mean_rejected']:.4f}",
+                    f"{metrics['mean_margin']:.4f}",
+                    f"{metrics['loss']:.4f}",
+                ]
+            ],
         ),
         "",
     ]

@@ -18,6 +18,7 @@ from lmadapt.data.tasks import PromptEncoding, Task
 from lmadapt.data.tokenize import encode_text
 from lmadapt.eval.flops import InstanceTokens
 from lmadapt.eval.generate import generate
+from lmadapt.eval.progress import Progress
 from lmadapt.hint.cache import ModuleCache
 from lmadapt.hint.data import instance_prompt, tokenize_instruction
 from lmadapt.hint.flops import evaluation_report
@@ -40,11 +41,12 @@ def predict(
     batch_size: int = 16,
     cache_dir: str | Path | None = None,
     persist_cache: bool = True,
+    progress: Progress | None = None,
 ) -> HintPredictions:
     """Greedy predictions for `instances` (each carries its instruction text and instance input).
 
     `run` is a run directory or a loaded run. Compiled modules are read from and written to `cache_dir`
-    (default RUN/modules/); `persist_cache=False` keeps them in memory only.
+    (default RUN/modules/); `persist_cache=False` keeps them in memory only. `progress` counts instances.
     """
     if not isinstance(run, HintRun):
         run = load_hint_run(run)
@@ -67,6 +69,7 @@ def predict(
                 [prompts[i] for i in rows],
                 max_new_tokens=max_new_tokens,
                 batch_size=batch_size,
+                progress=progress,
             )
         for i, text in zip(rows, texts, strict=True):
             predictions[i] = text

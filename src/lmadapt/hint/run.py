@@ -91,11 +91,7 @@ def save_hint_run(model: HintModel, tokenizer: Any, out: str | Path, settings: R
 def load_hint_run(path: str | Path, device: torch.device | str | None = None, dtype: str = "auto") -> HintRun:
     """Load a run directory written by `save_hint_run` (the model is returned in eval mode)."""
     path = Path(path)
-    if not is_hint_run(path):
-        raise LmadaptError(f"{path} is not a HINT run (no {HINT_FILE}); train one with `lmadapt hint CONFIG`")
-    record = json.loads((path / HINT_FILE).read_text(encoding="utf-8"))
-    if record.get("format") != FORMAT:
-        raise LmadaptError(f"{path / HINT_FILE}: unknown format {record.get('format')!r} (expected {FORMAT})")
+    record = _read_record(path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     underlying, _ = load_model(ModelConfig(path=str(path / MODEL_DIR), dtype=dtype), device)  # type: ignore[arg-type]
     model = HintModel(underlying.to(device), from_dict(HypernetworkConfig, record["hypernetwork"]))
@@ -108,6 +104,20 @@ def load_hint_run(path: str | Path, device: torch.device | str | None = None, dt
         settings=RunSettings(**record["settings"]),
         run_id=record["run_id"],
     )
+
+
+def read_run_settings(path: str | Path) -> RunSettings:
+    """How the run at `path` encoded its data, read from hint.json without loading any weights."""
+    return RunSettings(**_read_record(Path(path))["settings"])
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    if not is_hint_run(path):
+        raise LmadaptError(f"{path} is not a HINT run (no {HINT_FILE}); train one with `lmadapt hint CONFIG`")
+    record = json.loads((path / HINT_FILE).read_text(encoding="utf-8"))
+    if record.get("format") != FORMAT:
+        raise LmadaptError(f"{path / HINT_FILE}: unknown format {record.get('format')!r} (expected {FORMAT})")
+    return record
 
 
 def _content_hash(files: list[Path], text: str) -> str:

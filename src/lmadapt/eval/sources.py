@@ -1,0 +1,350 @@
+"""Where an evaluation's predictions come from: a model, a HINT run, a heuristic, or a predictions file.
+
+Each source is an object that owns its settings and answers for itself:
+
+- `ModelSource`: a local Hugging Face directory. Any evaluation uses it through `encoder` (prompt text to
+  ids, through the model's chat template per its `chat_template` setting, `eval.prompts`), then
+  `generate` (greedy continuations) or `score` (log-probability of replies after prompts).
+- `HintSource`: a run from `lmadapt hint`; it reads each instruction once (compiled modules) and the
+  instance input with its own training template and format, in its training encoding unless asked
+  for another.
+- `HeuristicSource`: a model-free SuperNI baseline (`eval.predictors`).
+- `PredictionsFile`: a JSONL file of {"id", "prediction"}; ids it lacks are missing predictions.
+
+`superni_source` builds the source a command asks for and refuses a setting the source cannot honour,
+so nothing a user passes is silently ignored. A new evaluation writes its prompts and its scorer and
+calls `ModelSource.generate` / `score` (or reads a `PredictionsFile` by its ids).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from lmadapt.config import ModelConfig
+from lmadapt.data.superni import EvalInstance
+from lmadapt.data.tasks import PromptEncoding, Task
+from lmadapt.errors import ConfigError, LmadaptError
+from lmadapt.eval.flops import superni_flops
+from lmadapt.eval.generate import generate
+from lmadapt.eval.predictors import get_predictor, predict
+from lmadapt.eval.progress import Progress
+from lmadapt.eval.prompts import CHAT_TEMPLATE_MODES, PromptEncoder, chat_template_for, fit_superni_prompts
+from lmadapt.eval.report import read_predictions
+from lmadapt.eval.scoring import score_replies
+
+log = logging.getLogger("lmadapt")
+
+DEFAULT_ENCODING = "def+2pos"
+TK_INSTRUCT_MAX_SOURCE_TOKENS = 1024
+SUPERNI_MAX_NEW_TOKENS = 128
+DEFAULT_BATCH_SIZE = 16
+
+
+@dataclass
+class SuperNIPredictions:
+    """Predictions for SuperNI instances, in their order (None: the source has none for that instance)."""
+
+    texts: list[str | None]
+    instances: list[EvalInstance]  # as prompted (a model may have been shown fewer demonstrations)
+    prompts: dict[str, Any] | None = None  # how a model's prompts were encoded and fitted
+    flops: dict[str, Any] | None = None  # inference compute, when a model is known
+
+
+class SuperNISource(Protocol):
+    def default_encoding(self) -> str:
+        """The prompt encoding used when the user names none."""
+        ...
+
+    def predict_superni(
+        self, tasks: Sequence[Task], instances: Sequence[EvalInstance], encoding: PromptEncoding
+    ) -> SuperNIPredictions: ...
+
+    def settings(self) -> dict[str, Any]:
+        """What metrics.json records about where the predictions came from."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# A Hugging Face model
+
+
+@dataclass
+class ModelSource:
+    """A local model directory; greedy generation and reply scoring, `batch_size` prompts at a time."""
+
+    path: str
+    chat_template: str = "auto"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_new_tokens: int = SUPERNI_MAX_NEW_TOKENS
+    max_source_tokens: int | None = TK_INSTRUCT_MAX_SOURCE_TOKENS  # SuperNI prompts; None or 0: whole
+
+    def __post_init__(self) -> None:
+        if self.chat_template not in CHAT_TEMPLATE_MODES:
+            raise ConfigError(
+                f"chat_template {self.chat_template!r}: expected one of {', '.join(CHAT_TEMPLATE_MODES)}"
+            )
+        _check_positive("batch_size", self.batch_size)
+        _check_positive("max_new_tokens", self.max_new_tokens)
+
+    @functools.cached_property
+    def _loaded(self) -> tuple[Any, PromptEncoder]:
+        from lmadapt.models.load import load_model, load_tokenizer
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        tokenizer = load_tokenizer(self.path)
+        model, kind = load_model(ModelConfig(path=self.path), device)
+        model.to(device)
+        return model, PromptEncoder(tokenizer, kind, chat_template_for(tokenizer, self.chat_template))
+
+    @property
+    def model(self) -> Any:
+        return self._loaded[0]
+
+    @property
+    def encoder(self) -> PromptEncoder:
+        """Turns prompt text into the ids this model is given (loads the model on first use)."""
+        return self._loaded[1]
+
+    def generate(
+        self, prompt_ids: Sequence[list[int]], desc: str, stop: Sequence[str] | None = None
+    ) -> list[str]:
+        """Greedy continuation of each prompt (ids from `encoder`), with a progress bar named `desc`."""
+        log.info("generating %d answers with %s (batch size %d)", len(prompt_ids), self.path, self.batch_size)
+        with Progress(len(prompt_ids), desc) as progress:
+            return generate(
+                self.model,
+                self.encoder.tokenizer,
+                prompt_ids,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.batch_size,
+                stop=stop,
+                progress=progress,
+            )
+
+    def score(self, rows: Sequence[tuple[list[int], list[int]]], desc: str) -> list[float]:
+        """Summed log-probability of each (prompt ids, reply ids) row's reply (`eval.scoring`)."""
+        log.info("scoring %d replies with %s (batch size %d)", len(rows), self.path, self.batch_size)
+        with Progress(len(rows), desc) as progress:
+            return score_replies(self.model, rows, self.batch_size, progress)
+
+    def uses_chat_template(self) -> bool:
+        return self.encoder.template is not None
+
+    def default_encoding(self) -> str:
+        return DEFAULT_ENCODING
+
+    def predict_superni(
+        self, tasks: Sequence[Task], instances: Sequence[EvalInstance], encoding: PromptEncoding
+    ) -> SuperNIPredictions:
+        """Prompts fitted to `max_source_tokens` as Tk-Instruct fits its sources (`eval.prompts`), then
+        greedy generation; with the inference FLOPs of concatenated vs instruction-once processing."""
+        by_name = {task.name: task for task in tasks}
+        fitted, prompt_ids, stats = fit_superni_prompts(
+            instances, by_name, encoding, self.encoder, self.max_source_tokens
+        )
+        prompts = {
+            "chat_template": self.uses_chat_template(),
+            "max_source_tokens": self.max_source_tokens or None,
+            "demonstrations_dropped": stats.demonstrations_dropped,
+            "truncated": stats.truncated,
+        }
+        texts: list[str | None] = list(self.generate(prompt_ids, "superni"))
+        return SuperNIPredictions(texts, fitted, prompts, self.flops(fitted, texts))
+
+    def flops(self, instances: Sequence[EvalInstance], texts: Sequence[str | None]) -> dict[str, Any]:
+        """`eval.flops.superni_flops` of these predictions; an architecture the accounting does not know
+        gives {"error": why} rather than costing the scores."""
+        try:
+            return superni_flops(self.model, self.encoder.tokenizer, instances, texts, self.max_new_tokens)
+        except LmadaptError as err:
+            log.warning("no FLOPs accounting: %s", err)
+            return {"error": str(err)}
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.path, "max_new_tokens": self.max_new_tokens}
+
+
+# ---------------------------------------------------------------------------------------------
+# A HINT run
+
+
+@dataclass
+class HintSource:
+    """A HINT run directory; `encoding` None means the run's training encoding."""
+
+    path: str
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_new_tokens: int = SUPERNI_MAX_NEW_TOKENS
+
+    def __post_init__(self) -> None:
+        _check_positive("batch_size", self.batch_size)
+        _check_positive("max_new_tokens", self.max_new_tokens)
+
+    def default_encoding(self) -> str:
+        from lmadapt.hint.run import read_run_settings
+
+        return read_run_settings(self.path).encoding
+
+    def predict_superni(
+        self, tasks: Sequence[Task], instances: Sequence[EvalInstance], encoding: PromptEncoding
+    ) -> SuperNIPredictions:
+        """Each task's instruction (rendered by `encoding`) goes to the hypernetwork once (cached modules);
+        the model reads only the instance input, as the run was trained."""
+        from lmadapt.hint.predict import predict as hint_predict
+
+        with Progress(len(instances), "superni (HINT)") as progress:
+            hinted = hint_predict(
+                self.path,
+                instances,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.batch_size,
+                progress=progress,
+            )
+        return SuperNIPredictions(list(hinted.predictions), list(instances), None, hinted.flops)
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.path, "max_new_tokens": self.max_new_tokens}
+
+
+# ---------------------------------------------------------------------------------------------
+# Without a model
+
+
+@dataclass
+class HeuristicSource:
+    """A model-free SuperNI baseline by name ("copy-input", "copy-demo")."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        get_predictor(self.name)  # an unknown name fails before any loading
+
+    def default_encoding(self) -> str:
+        return DEFAULT_ENCODING
+
+    def predict_superni(
+        self, tasks: Sequence[Task], instances: Sequence[EvalInstance], encoding: PromptEncoding
+    ) -> SuperNIPredictions:
+        return SuperNIPredictions(list(predict(self.name, tasks, instances)), list(instances))
+
+    def settings(self) -> dict[str, Any]:
+        return {"predictor": self.name}
+
+
+@dataclass
+class PredictionsFile:
+    """Predictions read from a JSONL file of {"id", "prediction"}; `model`, when given, only counts the
+    inference compute those predictions would have cost it (nothing is generated)."""
+
+    path: str
+    model: ModelSource | None = None
+
+    def texts(self, ids: Sequence[str]) -> list[str | None]:
+        """The file's prediction for each id (None where it has none); an id not among `ids`, a repeated
+        id or a bad record is a DataError naming the file and line."""
+        return read_predictions(self.path, ids)
+
+    def default_encoding(self) -> str:
+        return DEFAULT_ENCODING
+
+    def predict_superni(
+        self, tasks: Sequence[Task], instances: Sequence[EvalInstance], encoding: PromptEncoding
+    ) -> SuperNIPredictions:
+        texts = self.texts([instance.id for instance in instances])
+        flops = self.model.flops(instances, texts) if self.model is not None else None
+        return SuperNIPredictions(texts, list(instances), None, flops)
+
+    def settings(self) -> dict[str, Any]:
+        model = self.model.settings() if self.model is not None else {}
+        return {"predictions": self.path, **model}
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a source
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _refuse(given: Mapping[str, Any], names: Sequence[str], why: str) -> None:
+    """ConfigError naming the first of `names` that was given (not None): the source cannot honour it."""
+    for name in names:
+        if given.get(name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} has no effect {why}: drop it")
+
+
+def superni_source(
+    *,
+    model: str | None = None,
+    predictor: str | None = None,
+    predictions: str | Path | None = None,
+    chat_template: str | None = None,
+    max_source_tokens: int | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
+) -> SuperNISource:
+    """The source a `lmadapt eval superni` command names. A setting left None takes the source's default;
+    a setting given to a source that cannot honour it is a ConfigError.
+
+    `model` is a Hugging Face directory or a HINT run (which reads inputs with its own training template
+    and length limits, so `chat_template` and `max_source_tokens` do not apply). `predictions` may come
+    with a (non-HINT) `model`, which then only counts compute. `max_source_tokens` 0 sends prompts whole.
+    """
+    from lmadapt.hint.run import is_hint_run
+
+    given = {
+        "chat_template": chat_template,
+        "max_source_tokens": max_source_tokens,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+    }
+    if predictor is not None and (model is not None or predictions is not None):
+        raise ConfigError("--predictor makes its own predictions: drop --model and --predictions")
+    if model is None and predictor is None and predictions is None:
+        raise ConfigError(
+            "say where predictions come from: --model PATH, --predictor NAME or --predictions FILE"
+        )
+    if predictor is not None:
+        _refuse(given, list(given), f"with --predictor {predictor} (it uses no model)")
+        return HeuristicSource(predictor)
+    if model is not None and is_hint_run(model):
+        if predictions is not None:
+            raise ConfigError("--predictions cannot be combined with a HINT run; HINT predicts for itself")
+        _refuse(
+            given,
+            ["chat_template", "max_source_tokens"],
+            "on a HINT run (it encodes inputs with its own training template and limits, see hint.json)",
+        )
+        return HintSource(
+            model,
+            batch_size=_or(batch_size, DEFAULT_BATCH_SIZE),
+            max_new_tokens=_or(max_new_tokens, SUPERNI_MAX_NEW_TOKENS),
+        )
+    if predictions is not None:
+        why = "with --predictions (nothing is generated)"
+        _refuse(given, ["chat_template", "max_source_tokens", "batch_size"], why)
+        if model is None:
+            _refuse(given, ["max_new_tokens"], why + " and no --model to count compute for")
+            return PredictionsFile(str(predictions))
+    source = ModelSource(
+        model,
+        chat_template=_or(chat_template, "auto"),
+        batch_size=_or(batch_size, DEFAULT_BATCH_SIZE),
+        max_new_tokens=_or(max_new_tokens, SUPERNI_MAX_NEW_TOKENS),
+        max_source_tokens=_or(max_source_tokens, TK_INSTRUCT_MAX_SOURCE_TOKENS),
+    )
+    return source if predictions is None else PredictionsFile(str(predictions), source)
