@@ -235,9 +235,13 @@ def _dest(flags: tuple[str, ...]) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """`lmadapt eval NAME ...`: run the evaluation with its arguments, print its result line."""
+    from transformers.utils import logging as hf_logging
+
     from lmadapt.eval.report import coverage_warning
     from lmadapt.recipes import evaluate
 
+    if not sys.stderr.isatty():  # transformers' loading bars would write carriage returns into log files
+        hf_logging.disable_progress_bar()
     function, _, arguments, line = EVALS[args.eval_command]
     metrics = getattr(evaluate, function)(
         **{_dest(flags): getattr(args, _dest(flags)) for flags, _ in arguments}

@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from lmadapt.cli import main
 from lmadapt.data.superni import load_superni
 from lmadapt.data.tasks import Demonstration, Instance, Task, save_task_json
 from lmadapt.data.templates import TULU_JINJA, get_template
@@ -18,6 +19,7 @@ from lmadapt.eval.report import CHART_NAME, SUBJECT_CHART_NAME
 from lmadapt.eval.results import RESULT_FILES
 from lmadapt.models.load import load_tokenizer
 from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
+from lmadapt.recipes import evaluate
 from lmadapt.recipes.evaluate import run_gsm8k, run_multiple_choice, run_superni
 
 
@@ -101,6 +103,8 @@ def test_scoring_a_predictions_file(clone: Path, tmp_path: Path) -> None:
     assert metrics["overall"]["exact_match"] == 40.0  # the three missing ones score as ""
     rows = (tmp_path / "eval" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(r)["prediction"] for r in rows] == ["", "No", "", "a title", ""]
+    report = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
+    assert "**WARNING: coverage 40.0%: 3 of 5 have no prediction (scored as empty answers).**" in report
 
     predictions.write_text('{"id": "t1-1", "prediction": "No"}\n{"id": "t7-0", "prediction": "?"}\n', "utf-8")
     with pytest.raises(DataError, match="unknown instance id 't7-0'") as err:
@@ -383,3 +387,57 @@ def test_gsm8k_run_with_a_real_model(tmp_path: Path, tiny_llama_dir: Path) -> No
         stop=["Question:", "\n\n"],
     )
     assert row["prediction"] == expected[0]
+
+
+def test_every_evaluation_refuses_existing_results_before_loading_anything(
+    clone: Path, tmp_path: Path
+) -> None:
+    mc = write_jsonl(tmp_path / "mc.jsonl", MC_QUESTIONS)
+    gsm = write_jsonl(tmp_path / "gsm.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "hi", "chosen": "a", "rejected": "b"}])
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}", encoding="utf-8")
+    missing = str(tmp_path / "no-such-model")  # never reached: the refusal comes first
+    runs = [
+        lambda: run_superni(clone, out, model=missing),
+        lambda: run_multiple_choice(mc, out, model=missing),
+        lambda: run_gsm8k(gsm, out, model=missing),
+        lambda: evaluate.run_rewards(missing, pairs, out),
+    ]
+    for run in runs:
+        with pytest.raises(LmadaptError, match="already holds results"):
+            run()
+    assert (out / "metrics.json").read_text(encoding="utf-8") == "{}"
+
+
+def test_cli_eval_reports_coverage_progress_and_refusals(clone: Path, tmp_path: Path, tiny_llama_dir, capsys):
+    predictions = tmp_path / "preds.jsonl"
+    predictions.write_text(
+        '{"id": "t1-1", "prediction": ""}\n{"id": "t2-0", "prediction": "a title"}\n', "utf-8"
+    )
+    out = tmp_path / "partial"
+    assert (
+        main(["eval", "superni", "--data", str(clone), "--predictions", str(predictions), "--out", str(out)])
+        == 0
+    )
+    line = capsys.readouterr().out.strip()
+    warning = "WARNING: coverage 20.0%: 3 of 5 have no prediction and 1 of 5 predictions are empty"
+    assert line.startswith("exact match 20.00, ROUGE-L 20.00; " + warning) and line.endswith(
+        f"{out}/report.md"
+    )
+    assert json.loads((out / "metrics.json").read_text("utf-8"))["coverage"]["empty"] == 1
+
+    assert main(["eval", "superni", "--data", str(clone), "--predictor", "copy-demo", "--out", str(out)]) == 2
+    assert "already holds results" in capsys.readouterr().err
+    args = ["eval", "superni", "--data", str(clone), "--predictor", "copy-demo", "--out", str(tmp_path / "h")]
+    assert main([*args, "--max-new-tokens", "5"]) == 2
+    err = capsys.readouterr().err
+    expected = "--max-new-tokens has no effect with --predictor copy-demo (it uses no model): drop it"
+    assert err == f"lmadapt: error: {expected}\n"
+
+    out = tmp_path / "model"
+    args = ["eval", "superni", "--data", str(clone), "--model", str(tiny_llama_dir), "--out", str(out)]
+    assert main([*args, "--max-new-tokens", "2", "--batch-size", "2"]) == 0
+    err = capsys.readouterr().err  # not a terminal: plain progress lines, no carriage returns
+    assert "superni: 5/5 (100%), elapsed" in err and "\r" not in err

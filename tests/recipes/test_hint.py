@@ -173,9 +173,13 @@ def test_eval_superni_on_a_hint_run_uses_compiled_modules(tiny_llama_dir, suite_
     from lmadapt.recipes.evaluate import run_superni
 
     run_dir = hint.run(_config(tiny_llama_dir, suite_dir, tmp_path / "run", steps=2)).out_dir
-    metrics = run_superni(
-        suite_dir, tmp_path / "eval", encoding="def+1pos", model=str(run_dir), max_new_tokens=4, batch_size=4
-    )
+    # The run reads inputs with its own template and limits: flags for a plain model are refused.
+    for flag in ({"chat_template": "off"}, {"max_source_tokens": 512}):
+        with pytest.raises(ConfigError, match="has no effect on a HINT run"):
+            run_superni(suite_dir, tmp_path / "eval", model=str(run_dir), **flag)
+    # No encoding named: the run's training encoding (def+1pos), not the def+2pos default.
+    metrics = run_superni(suite_dir, tmp_path / "eval", model=str(run_dir), max_new_tokens=4, batch_size=4)
+    assert metrics["run"]["encoding"] == "def+1pos"
     instances = load_superni(suite_dir, encoding="def+1pos")
     lines = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == len(instances)

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from peft import LoraConfig as PeftLoraConfig
+from peft import TaskType, get_peft_model
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from lmadapt.config import DataConfig, RewardConfig, SourceConfig, load_config
 from lmadapt.data.pipeline import load_tokenized
 from lmadapt.data.preference import collate_pairs
 from lmadapt.data.templates import get_template
+from lmadapt.errors import LmadaptError
 from lmadapt.recipes import evaluate, reward
 
 
@@ -109,3 +112,19 @@ def test_lora_reward_model_saves_an_adapter_that_eval_loads(tmp_path, tiny_llama
         scores = result.model(**{k: v for k, v in collate_pairs(pairs, 0).items() if k != "labels"}).logits
     chosen, rejected = scores.squeeze(-1).chunk(2)
     assert metrics["accuracy"] == pytest.approx((chosen > rejected).float().mean().item())
+
+
+def test_eval_rewards_refuses_a_model_without_a_trained_score_head(tmp_path, tiny_llama_dir):
+    """A plain LM (or an adapter trained without the head) would be scored by a random head."""
+    pairs = _write_pairs(tmp_path / "pairs.jsonl", 4, seed=0)
+    with pytest.raises(LmadaptError, match=r"not a trained reward model: score.weight not in the checkpoint"):
+        evaluate.run_rewards(tiny_llama_dir, pairs, tmp_path / "eval", template="tulu")
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    adapter = tmp_path / "causal-adapter"
+    peft_cfg = PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4, target_modules=["q_proj"])
+    get_peft_model(base, peft_cfg).save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(adapter)
+    with pytest.raises(LmadaptError, match=r"score.weight not in the adapter or its base model"):
+        evaluate.run_rewards(adapter, pairs, tmp_path / "eval", template="tulu")
+    assert not (tmp_path / "eval").exists()

@@ -53,13 +53,11 @@ def load_trained_reward_model(path: str | Path, pad_token_id: int, device: torch
     path = Path(path)
     adapter = (path / "adapter_config.json").is_file()
     if adapter:
-        from peft import PeftConfig, PeftModel
+        from peft import PeftConfig
 
-        base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
-        model, missing = _load_classifier(base)
+        model, missing = _load_classifier(PeftConfig.from_pretrained(str(path)).base_model_name_or_path)
         if (path / ADAPTER_WEIGHTS).is_file():
             missing -= _adapter_keys(path)
-        model = PeftModel.from_pretrained(model, str(path))
     else:
         model, missing = _load_classifier(path)
     if missing:
@@ -68,6 +66,10 @@ def load_trained_reward_model(path: str | Path, pad_token_id: int, device: torch
             f"{path} is not a trained reward model: {', '.join(sorted(missing))} not in {where}, so the "
             "score head would be random; train one with `lmadapt reward CONFIG`"
         )
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path))
     # The head scores the last token that is not padding, so the model must know the pad id.
     model.config.pad_token_id = pad_token_id
     return model.to(device).eval()
