@@ -41,6 +41,11 @@ def test_each_source_gets_the_settings_it_can_honour(hint_run: Path) -> None:
     assert hint == HintSource(str(hint_run), batch_size=3, max_new_tokens=128)
 
 
+def test_a_hint_run_is_no_plain_model(hint_run: Path) -> None:
+    with pytest.raises(ConfigError, match="is a HINT run: .* only `lmadapt eval superni`"):
+        ModelSource(str(hint_run))
+
+
 def test_a_hint_run_is_read_in_its_training_encoding_unless_asked(hint_run: Path) -> None:
     assert superni_source(model=str(hint_run)).default_encoding() == "def+1pos"
     assert superni_source(model="m").default_encoding() == "def+2pos"

@@ -86,6 +86,13 @@ class ModelSource:
     max_source_tokens: int | None = TK_INSTRUCT_MAX_SOURCE_TOKENS  # SuperNI prompts; None or 0: whole
 
     def __post_init__(self) -> None:
+        from lmadapt.hint.run import is_hint_run
+
+        if is_hint_run(self.path):
+            raise ConfigError(
+                f"{self.path} is a HINT run: it predicts from an instruction and an input, which only "
+                "`lmadapt eval superni` gives it"
+            )
         if self.chat_template not in CHAT_TEMPLATE_MODES:
             raise ConfigError(
                 f"chat_template {self.chat_template!r}: expected one of {', '.join(CHAT_TEMPLATE_MODES)}"
