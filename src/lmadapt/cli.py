@@ -164,7 +164,10 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
             *_OUT,
             (("--model",), {"help": "local model or HINT run directory (greedy generation)"}),
             (("--predictor",), {"choices": ["copy-input", "copy-demo"], "help": "heuristic baseline"}),
-            (("--predictions",), {"help": "score an existing JSONL of {id, prediction}"}),
+            (
+                ("--predictions",),
+                {"help": "score a JSONL of {id, prediction} (with --model: it only counts compute)"},
+            ),
             (
                 ("--split",),
                 {"default": "default", "help": "default, xlingual, splits/<name>, or a task list"},
