@@ -4,11 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import ByT5Tokenizer
 
 from lmadapt.errors import DataError
-from lmadapt.eval import scoring
 from lmadapt.eval.multiple_choice import (
     ChoiceScores,
     Question,
@@ -20,24 +18,8 @@ from lmadapt.eval.multiple_choice import (
 )
 from lmadapt.eval.prompts import PromptEncoder
 from lmadapt.eval.scoring import score_replies
-from lmadapt.models.tiny import tiny_llama, tiny_t5
 
 TOK = ByT5Tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llama():
-    torch.manual_seed(0)
-    return tiny_llama(len(TOK), hidden_size=32, num_layers=2, num_heads=4, tokenizer=TOK).eval()
-
-
-@pytest.fixture(scope="module")
-def t5():
-    torch.manual_seed(0)
-    model = tiny_t5(len(TOK), d_model=32, num_layers=2, num_heads=4, tokenizer=TOK).eval()
-    with torch.no_grad():  # untied random T5 logits are in the hundreds: beyond float32's 1e-5 at that size
-        model.lm_head.weight.mul_(0.05)
-    return model
 
 
 def write_jsonl(path: Path, records: list) -> Path:
@@ -114,60 +96,14 @@ def test_shots_come_from_the_questions_subject_when_the_pool_has_it() -> None:
 # Scoring
 
 
-def reference_causal(model, context: list[int], continuation: list[int]) -> float:
-    """One row alone: sum of log p(continuation[j] | everything before it)."""
-    with torch.no_grad():
-        logits = model(torch.tensor([context + continuation])).logits[0]
-    log_probs = torch.log_softmax(logits.double(), dim=-1)
-    return sum(float(log_probs[len(context) - 1 + j, token]) for j, token in enumerate(continuation))
-
-
-def reference_seq2seq(model, context: list[int], continuation: list[int]) -> float:
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([context]), labels=torch.tensor([continuation])).logits[0]
-    log_probs = torch.log_softmax(logits.double(), dim=-1)
-    return sum(float(log_probs[j, token]) for j, token in enumerate(continuation))
-
-
-ROWS = [
-    (TOK("The capital of France is")["input_ids"][:-1], TOK(" Paris")["input_ids"][:-1]),
-    (TOK("Q:")["input_ids"][:-1], TOK(" a longer answer")["input_ids"][:-1]),
-    (TOK("A fairly long question about nothing in particular?")["input_ids"][:-1], [40]),
-    (TOK("2+2=")["input_ids"][:-1], TOK("4")["input_ids"][:-1]),
-    (TOK("Hi")["input_ids"][:-1], TOK(" there, friend")["input_ids"][:-1]),
-]
-
-
-@pytest.fixture(scope="module")
-def causal_reference(llama) -> list[float]:
-    return [reference_causal(llama, c, a) for c, a in ROWS]
-
-
-@pytest.mark.parametrize(("batch_size", "logits_to_keep"), [(1, True), (2, False), (5, True)])
-def test_batched_decoder_only_scores_equal_one_by_one(
-    llama, causal_reference, monkeypatch, batch_size: int, logits_to_keep: bool
-) -> None:
-    monkeypatch.setattr(scoring, "_accepts_logits_to_keep", lambda model_cls: logits_to_keep)
-    got = score_replies(llama, ROWS, batch_size=batch_size)
-    assert got == pytest.approx(causal_reference, abs=1e-5)
-    assert len({round(x, 3) for x in got}) == len(ROWS)  # the rows really differ
-
-
-def test_batched_encoder_decoder_scores_equal_one_by_one(t5) -> None:
-    rows = [([*TOK(c + a)["input_ids"][:6], 1], a) for c, a in ROWS]  # encoder inputs end with EOS
-    expected = [reference_seq2seq(t5, c, a) for c, a in rows]
-    for batch_size in (1, 3):
-        assert score_replies(t5, rows, batch_size=batch_size) == pytest.approx(expected, abs=1e-5)
-
-
-def test_score_questions_scores_each_choice_after_its_prompt(llama) -> None:
+def test_score_questions_scores_each_choice_after_its_prompt(llama, causal_reply_log_prob) -> None:
     questions = [q("2+2?", ["3", "four"], 1), q("Sky?", ["blue", "red", "a green one"], 0)]
     encoder = PromptEncoder(TOK, "causal")
     prompts = [build_prompt(x, [], "text") for x in questions]
     scores = score_questions(encoder, lambda rows: score_replies(llama, rows, 2), questions, prompts, "text")
     for question, prompt, s in zip(questions, prompts, scores, strict=True):
         rows = [encoder.encode_with_reply(prompt, choice) for choice in question.choices]
-        assert s.log_probs == pytest.approx([reference_causal(llama, c, a) for c, a in rows], abs=1e-5)
+        assert s.log_probs == pytest.approx([causal_reply_log_prob(llama, c, a) for c, a in rows], abs=1e-5)
         assert s.num_tokens == [len(" " + choice) for choice in question.choices]  # ByT5: one token a byte
 
 

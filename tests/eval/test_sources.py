@@ -42,7 +42,7 @@ def test_each_source_gets_the_settings_it_can_honour(hint_run: Path) -> None:
 
 
 def test_a_hint_run_is_no_plain_model(hint_run: Path) -> None:
-    with pytest.raises(ConfigError, match="is a HINT run: .* only `lmadapt eval superni`"):
+    with pytest.raises(ConfigError, match=r"is a HINT run: .* only `lmadapt eval superni`"):
         ModelSource(str(hint_run))
 
 

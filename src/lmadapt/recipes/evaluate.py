@@ -13,6 +13,11 @@ metrics.json also holds the inference FLOPs of concatenated prompts vs instructi
 mc: multiple-choice questions from a local file, scored by log-likelihood. gsm8k: math word problems
 from a local file, answered by greedy generation and graded on the final number. rewards: pairwise
 accuracy of a trained reward model on preference pairs.
+
+Adding an evaluation (MMLU, BBH, TydiQA, ...) means writing its loader, prompt and scorer in `eval/`,
+then a run_* function here that wires them: `ModelSource(...).encoder` to encode prompts, `.generate`
+or `.score` to answer them, `report.coverage` on generated texts, `ResultsDir.write` with a report
+writer; and one entry in cli.EVALS for its arguments.
 """
 
 from __future__ import annotations
