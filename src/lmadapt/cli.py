@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -238,13 +239,15 @@ def _dest(flags: tuple[str, ...]) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """`lmadapt eval NAME ...`: run the evaluation with its arguments, print its result line."""
-    from transformers.utils import logging as hf_logging
-
     from lmadapt.eval.report import coverage_warning
     from lmadapt.recipes import evaluate
 
-    if not sys.stderr.isatty():  # transformers' loading bars would write carriage returns into log files
-        hf_logging.disable_progress_bar()
+    if not sys.stderr.isatty():
+        # transformers' loading bars would write carriage returns into log files. It reads this switch
+        # when imported (here, only once a model is loaded, so a refused flag is reported at once).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
     function, _, arguments, line = EVALS[args.eval_command]
     metrics = getattr(evaluate, function)(
         **{_dest(flags): getattr(args, _dest(flags)) for flags, _ in arguments}

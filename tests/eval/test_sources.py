@@ -43,7 +43,7 @@ def test_each_source_gets_the_settings_it_can_honour(hint_run: Path) -> None:
 
 def test_a_hint_run_is_no_plain_model(hint_run: Path) -> None:
     with pytest.raises(ConfigError, match=r"is a HINT run: .* only `lmadapt eval superni`"):
-        ModelSource(str(hint_run))
+        ModelSource(str(hint_run)).uses_chat_template()  # the first use loads the model
 
 
 def test_a_hint_run_is_read_in_its_training_encoding_unless_asked(hint_run: Path) -> None:
@@ -61,6 +61,10 @@ def test_a_hint_run_is_read_in_its_training_encoding_unless_asked(hint_run: Path
         ),
         ({"predictor": "copy-input", "batch_size": 4}, "--batch-size has no effect"),
         ({"predictions": "p", "chat_template": "off"}, "--chat-template has no effect with --predictions"),
+        (
+            {"predictions": "p", "model": "m", "batch_size": 2},
+            "--batch-size has no effect with --predictions",
+        ),
         ({"predictions": "p", "model": "m", "max_source_tokens": 9}, "--max-source-tokens has no effect"),
         ({"predictions": "p", "max_new_tokens": 9}, "no --model to count compute for"),
         ({"hint": True, "chat_template": "auto"}, "--chat-template has no effect on a HINT run"),

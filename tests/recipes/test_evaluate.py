@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,6 @@ from lmadapt.data.tasks import Demonstration, Instance, Task, save_task_json
 from lmadapt.data.templates import TULU_JINJA, get_template
 from lmadapt.data.tokenize import encode_prompt
 from lmadapt.errors import ConfigError, DataError, LmadaptError
-from lmadapt.eval import sources
 from lmadapt.eval.generate import generate
 from lmadapt.eval.report import CHART_NAME, SUBJECT_CHART_NAME
 from lmadapt.eval.results import RESULT_FILES
@@ -209,7 +210,7 @@ def test_chat_model_prompts_are_encoded_as_in_training(
     clone: Path, tmp_path: Path, chat_model_dir: Path, monkeypatch
 ) -> None:
     fake = FakeGenerate()
-    monkeypatch.setattr(sources, "generate", fake)
+    monkeypatch.setattr("lmadapt.eval.generate.generate", fake)
     metrics = run_superni(clone, tmp_path / "eval", model=str(chat_model_dir), encoding="def+1pos")
     tok = load_tokenizer(str(chat_model_dir))
     template = get_template("tulu", tok)
@@ -242,7 +243,7 @@ def test_long_prompts_lose_demonstrations_then_their_start(
     clone: Path, tmp_path: Path, tiny_llama_dir: Path, monkeypatch
 ) -> None:
     fake = FakeGenerate()
-    monkeypatch.setattr(sources, "generate", fake)
+    monkeypatch.setattr("lmadapt.eval.generate.generate", fake)
     with_demo = load_superni(clone, encoding="def+1pos")
     without = load_superni(clone, encoding="def")
 
@@ -355,7 +356,7 @@ def test_gsm8k_run_grades_the_last_number(tmp_path: Path, tiny_llama_dir: Path, 
         [{"question": "1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"}, {"question": "x", "answer": "#### 9"}],
     )
     fake = FakeGenerate([" 2+2 is 4. The answer is 4.", " It costs $1,200.", " I do not know."])
-    monkeypatch.setattr(sources, "generate", fake)
+    monkeypatch.setattr("lmadapt.eval.generate.generate", fake)
     out = tmp_path / "gsm"
     metrics = run_gsm8k(data, out, model=str(tiny_llama_dir), fewshot=shots, k=1, max_new_tokens=32)
     prompt = "Question: 1+1?\nAnswer: 1+1=2\nThe answer is 2.\n\nQuestion: 2+2?\nAnswer:"
@@ -441,3 +442,24 @@ def test_cli_eval_reports_coverage_progress_and_refusals(clone: Path, tmp_path: 
     assert main([*args, "--max-new-tokens", "2", "--batch-size", "2"]) == 0
     err = capsys.readouterr().err  # not a terminal: plain progress lines, no carriage returns
     assert "superni: 5/5 (100%), elapsed" in err and "\r" not in err
+
+
+def test_a_refused_eval_flag_is_reported_before_torch_is_imported(clone: Path) -> None:
+    """The user's mistake comes back at once, not after seconds of importing torch and transformers."""
+    argv = [
+        "eval",
+        "superni",
+        "--data",
+        str(clone),
+        "--predictor",
+        "copy-demo",
+        "--out",
+        "o",
+        "--batch-size",
+        "2",
+    ]
+    code = f"import sys; from lmadapt.cli import main; rc = main({argv!r}); print(rc, 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"]
+    expected = "--batch-size has no effect with --predictor copy-demo (it uses no model): drop it"
+    assert done.stderr == f"lmadapt: error: {expected}\n"

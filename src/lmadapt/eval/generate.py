@@ -16,6 +16,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.progress import Progress
+from lmadapt.eval.prompts import raw_prompt_ids
 
 # A checkpoint's generation_config.json fills every field left unset (Qwen2-Instruct ships
 # repetition_penalty=1.05 and top_k=20), so every processor that could alter the requested decoding is pinned.
@@ -149,17 +150,6 @@ def _prompt_ids(
         ids = raw_prompt_ids(tokenizer, prompt, encoder_decoder)
     if not ids:
         raise LmadaptError(f"generate: prompt {index} encodes to no tokens")
-    return ids
-
-
-def raw_prompt_ids(tokenizer: Any, prompt: str, encoder_decoder: bool) -> list[int]:
-    """Ids of a prompt used as plain text (no chat template): the tokenizer's encoding with its special
-    tokens, less a trailing EOS for decoder-only models."""
-    ids = tokenizer(prompt)["input_ids"]
-    # Some tokenizers (T5, ByT5) end every text with EOS, as an encoder input should; a decoder-only
-    # prompt that ends with EOS would tell the model the text is over.
-    if not encoder_decoder and ids and ids[-1] == tokenizer.eos_token_id:
-        ids = ids[:-1]
     return ids
 
 

@@ -12,11 +12,12 @@ import string
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any, Protocol
-
-from rouge_score import rouge_scorer
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lmadapt.errors import LmadaptError
+
+if TYPE_CHECKING:
+    from rouge_score import rouge_scorer
 
 TRACKS = ("default", "xlingual")
 
@@ -215,11 +216,15 @@ def _scorer(track: str, xlingual_tokenizer: Any) -> rouge_scorer.RougeScorer:
 
 @functools.cache
 def _default_scorer() -> rouge_scorer.RougeScorer:
+    from rouge_score import rouge_scorer  # imports nltk: ~1 s, paid only when scoring
+
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 @functools.lru_cache(maxsize=4)
 def _xlingual_scorer(tokenizer: _Tokenizer) -> rouge_scorer.RougeScorer:
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_SpaceMarkerStripped(tokenizer))
 
 

@@ -23,10 +23,20 @@ from lmadapt.data.tasks import PromptEncoding, Task, encode_instance, encode_ins
 from lmadapt.data.templates import ChatTemplate, get_template
 from lmadapt.data.tokenize import encode_prompt, tokenize_causal, tokenize_seq2seq
 from lmadapt.errors import ConfigError, LmadaptError
-from lmadapt.eval.generate import raw_prompt_ids
 
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 _NO_LIMIT = 1 << 30  # a length no text reaches: tokenising a reply must not truncate it
+
+
+def raw_prompt_ids(tokenizer: Any, prompt: str, encoder_decoder: bool) -> list[int]:
+    """Ids of a prompt used as plain text (no chat template): the tokenizer's encoding with its special
+    tokens, less a trailing EOS for decoder-only models."""
+    ids = tokenizer(prompt)["input_ids"]
+    # Some tokenizers (T5, ByT5) end every text with EOS, as an encoder input should; a decoder-only
+    # prompt that ends with EOS would tell the model the text is over.
+    if not encoder_decoder and ids and ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]
+    return ids
 
 
 def chat_template_for(tokenizer: Any, mode: str = "auto") -> ChatTemplate | None:

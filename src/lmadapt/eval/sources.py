@@ -12,8 +12,9 @@ Each source is an object that owns its settings and answers for itself:
 - `PredictionsFile`: a JSONL file of {"id", "prediction"}; ids it lacks are missing predictions.
 
 `superni_source` builds the source a command asks for and refuses a setting the source cannot honour,
-so nothing a user passes is silently ignored. A new evaluation writes its prompts and its scorer and
-calls `ModelSource.generate` / `score` (or reads a `PredictionsFile` by its ids).
+so nothing a user passes is silently ignored. Heavy libraries (torch, transformers) are imported only
+when a model is used, so a refused setting is reported at once. A new evaluation writes its prompts and
+its scorer and calls `ModelSource.generate` / `score` (or reads a `PredictionsFile` by its ids).
 """
 
 from __future__ import annotations
@@ -25,19 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
 from lmadapt.config import ModelConfig
 from lmadapt.data.superni import EvalInstance
 from lmadapt.data.tasks import PromptEncoding, Task
 from lmadapt.errors import ConfigError, LmadaptError
-from lmadapt.eval.flops import superni_flops
-from lmadapt.eval.generate import generate
 from lmadapt.eval.predictors import get_predictor, predict
 from lmadapt.eval.progress import Progress
 from lmadapt.eval.prompts import CHAT_TEMPLATE_MODES, PromptEncoder, chat_template_for, fit_superni_prompts
 from lmadapt.eval.report import read_predictions
-from lmadapt.eval.scoring import score_replies
 
 log = logging.getLogger("lmadapt")
 
@@ -86,13 +82,6 @@ class ModelSource:
     max_source_tokens: int | None = TK_INSTRUCT_MAX_SOURCE_TOKENS  # SuperNI prompts; None or 0: whole
 
     def __post_init__(self) -> None:
-        from lmadapt.hint.run import is_hint_run
-
-        if is_hint_run(self.path):
-            raise ConfigError(
-                f"{self.path} is a HINT run: it predicts from an instruction and an input, which only "
-                "`lmadapt eval superni` gives it"
-            )
         if self.chat_template not in CHAT_TEMPLATE_MODES:
             raise ConfigError(
                 f"chat_template {self.chat_template!r}: expected one of {', '.join(CHAT_TEMPLATE_MODES)}"
@@ -102,8 +91,16 @@ class ModelSource:
 
     @functools.cached_property
     def _loaded(self) -> tuple[Any, PromptEncoder]:
+        import torch
+
+        from lmadapt.hint.run import is_hint_run
         from lmadapt.models.load import load_model, load_tokenizer
 
+        if is_hint_run(self.path):
+            raise ConfigError(
+                f"{self.path} is a HINT run: it predicts from an instruction and an input, which only "
+                "`lmadapt eval superni` gives it"
+            )
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         tokenizer = load_tokenizer(self.path)
         model, kind = load_model(ModelConfig(path=self.path), device)
@@ -123,6 +120,8 @@ class ModelSource:
         self, prompt_ids: Sequence[list[int]], desc: str, stop: Sequence[str] | None = None
     ) -> list[str]:
         """Greedy continuation of each prompt (ids from `encoder`), with a progress bar named `desc`."""
+        from lmadapt.eval.generate import generate
+
         log.info("generating %d answers with %s (batch size %d)", len(prompt_ids), self.path, self.batch_size)
         with Progress(len(prompt_ids), desc) as progress:
             return generate(
@@ -137,6 +136,8 @@ class ModelSource:
 
     def score(self, rows: Sequence[tuple[list[int], list[int]]], desc: str) -> list[float]:
         """Summed log-probability of each (prompt ids, reply ids) row's reply (`eval.scoring`)."""
+        from lmadapt.eval.scoring import score_replies
+
         log.info("scoring %d replies with %s (batch size %d)", len(rows), self.path, self.batch_size)
         with Progress(len(rows), desc) as progress:
             return score_replies(self.model, rows, self.batch_size, progress)
@@ -168,6 +169,8 @@ class ModelSource:
     def flops(self, instances: Sequence[EvalInstance], texts: Sequence[str | None]) -> dict[str, Any]:
         """`eval.flops.superni_flops` of these predictions; an architecture the accounting does not know
         gives {"error": why} rather than costing the scores."""
+        from lmadapt.eval.flops import superni_flops
+
         try:
             return superni_flops(self.model, self.encoder.tokenizer, instances, texts, self.max_new_tokens)
         except LmadaptError as err:
@@ -311,8 +314,6 @@ def superni_source(
     and length limits, so `chat_template` and `max_source_tokens` do not apply). `predictions` may come
     with a (non-HINT) `model`, which then only counts compute. `max_source_tokens` 0 sends prompts whole.
     """
-    from lmadapt.hint.run import is_hint_run
-
     given = {
         "chat_template": chat_template,
         "max_source_tokens": max_source_tokens,
@@ -328,7 +329,13 @@ def superni_source(
     if predictor is not None:
         _refuse(given, list(given), f"with --predictor {predictor} (it uses no model)")
         return HeuristicSource(predictor)
-    if model is not None and is_hint_run(model):
+    why = "with --predictions (nothing is generated)"
+    if model is None:
+        _refuse(given, list(given), why + " and no --model to count compute for")
+        return PredictionsFile(str(predictions))
+    from lmadapt.hint.run import is_hint_run  # imports the hint package (torch): only with a model
+
+    if is_hint_run(model):
         if predictions is not None:
             raise ConfigError("--predictions cannot be combined with a HINT run; HINT predicts for itself")
         _refuse(
@@ -342,11 +349,7 @@ def superni_source(
             max_new_tokens=_or(max_new_tokens, SUPERNI_MAX_NEW_TOKENS),
         )
     if predictions is not None:
-        why = "with --predictions (nothing is generated)"
         _refuse(given, ["chat_template", "max_source_tokens", "batch_size"], why)
-        if model is None:
-            _refuse(given, ["max_new_tokens"], why + " and no --model to count compute for")
-            return PredictionsFile(str(predictions))
     source = ModelSource(
         model,
         chat_template=_or(chat_template, "auto"),

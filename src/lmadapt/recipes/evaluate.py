@@ -27,8 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lmadapt import __version__
 from lmadapt.data.superni import TEST_INSTANCES_PER_TASK, eval_instances, load_split_tasks
 from lmadapt.data.tasks import PromptEncoding
@@ -267,6 +265,8 @@ def run_rewards(
     accuracy (share of pairs scored chosen > rejected), mean scores, mean margin, Bradley-Terry loss,
     pair count and pairs dropped as longer than `max_length`.
     """
+    import torch
+
     from lmadapt.data.preference import load_preference_pairs, tokenize_pair
     from lmadapt.data.templates import get_template
     from lmadapt.eval import rewards
