@@ -27,10 +27,10 @@ def test_a_log_file_gets_plain_lines_at_intervals_with_an_eta() -> None:
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue()
     assert lines == [
-        "superni: 3/10 (30%), elapsed 00:30, ETA 01:10",
-        "superni: 6/10 (60%), elapsed 01:00, ETA 00:40",
-        "superni: 9/10 (90%), elapsed 01:30, ETA 00:10",
-        "superni: 10/10 (100%), elapsed 01:40",
+        "superni: 3/10 (30%), elapsed 0:00:30, ETA 0:01:10",
+        "superni: 6/10 (60%), elapsed 0:01:00, ETA 0:00:40",
+        "superni: 9/10 (90%), elapsed 0:01:30, ETA 0:00:10",
+        "superni: 10/10 (100%), elapsed 0:01:40",
     ]
 
 
@@ -44,7 +44,7 @@ def test_long_runs_show_hours_and_a_quick_run_writes_only_its_final_line() -> No
     stream = io.StringIO()
     with Progress(3, "gsm8k", stream=stream, clock=Clock()) as progress:
         progress.update(3)
-    assert stream.getvalue() == "gsm8k: 3/3 (100%), elapsed 00:00\n"
+    assert stream.getvalue() == "gsm8k: 3/3 (100%), elapsed 0:00:00\n"
 
 
 def test_a_terminal_gets_a_tqdm_bar() -> None:

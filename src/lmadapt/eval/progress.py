@@ -17,9 +17,9 @@ PLAIN_INTERVAL_S = 30.0
 
 
 def _duration(seconds: float) -> str:
+    """H:MM:SS, as training's progress lines write their ETA."""
     seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 class Progress:
