@@ -11,8 +11,6 @@ import sys
 import time
 from typing import IO, Any
 
-from tqdm.auto import tqdm
-
 PLAIN_INTERVAL_S = 30.0
 
 
@@ -38,8 +36,11 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.interval, self.clock = interval, clock
         self.start = self.last = clock()
-        is_tty = getattr(self.stream, "isatty", lambda: False)()
-        self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True) if is_tty else None
+        self.bar = None
+        if getattr(self.stream, "isatty", lambda: False)():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True)
 
     def update(self, n: int = 1) -> None:
         self.done += n
