@@ -435,7 +435,7 @@ def test_cli_eval_reports_coverage_progress_and_refusals(clone: Path, tmp_path: 
     assert main([*args, "--max-new-tokens", "5"]) == 2
     err = capsys.readouterr().err
     expected = "--max-new-tokens has no effect with --predictor copy-demo (it uses no model): drop it"
-    assert err == f"lmadapt: error: {expected}\n"
+    assert err == f"lmadapt: error: {expected} (--debug shows the traceback)\n"
 
     out = tmp_path / "model"
     args = ["eval", "superni", "--data", str(clone), "--model", str(tiny_llama_dir), "--out", str(out)]
@@ -462,4 +462,4 @@ def test_a_refused_eval_flag_is_reported_before_torch_is_imported(clone: Path) -
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["2", "False"]
     expected = "--batch-size has no effect with --predictor copy-demo (it uses no model): drop it"
-    assert done.stderr == f"lmadapt: error: {expected}\n"
+    assert done.stderr == f"lmadapt: error: {expected} (--debug shows the traceback)\n"

@@ -2,8 +2,8 @@
 
 A reward model is refused unless its checkpoint holds the score head's weights: transformers gives a
 model without them (a plain LM, an SFT output) a randomly initialised head and only warns, and such a
-head scores pairs by chance. A full model's head must not be among the keys transformers reports missing
-on load; a LoRA adapter must carry (as `modules_to_save`) every weight its base model lacks.
+head scores pairs by chance. So the head's weights must be saved in the model directory or, for a LoRA
+adapter, in the adapter (`modules_to_save`) or along its chain of base models.
 """
 
 from __future__ import annotations
@@ -14,62 +14,40 @@ from typing import Any
 
 import torch
 
+from lmadapt.config import ModelConfig
 from lmadapt.data.preference import PreferencePair, TokenizedPair, collate_pairs
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.progress import Progress
 from lmadapt.losses.reward import bradley_terry
-from lmadapt.models.load import local_dir
+from lmadapt.models.load import adapter_base_path, is_adapter_dir, load_model
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."
 
 
-def _load_classifier(path: str | Path) -> tuple[Any, set[str]]:
-    """(sequence-classification model with one label, the weight names its checkpoint lacked)."""
-    from transformers import AutoModelForSequenceClassification
-
-    try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            local_dir(str(path), "model path"),
-            num_labels=1,
-            local_files_only=True,
-            use_safetensors=True,
-            output_loading_info=True,
-        )
-    except (OSError, ValueError) as e:
-        raise LmadaptError(f"cannot load a sequence-classification model from '{path}': {e}") from None
-    return model, set(info["missing_keys"])
-
-
-def _adapter_keys(path: Path) -> set[str]:
+def _saved_weight_names(path: Path) -> set[str]:
+    """Names of every weight stored in safetensors under `path` and, for an adapter, its base chain."""
     from safetensors import safe_open
 
-    with safe_open(str(path / ADAPTER_WEIGHTS), "pt") as f:
-        return {key.removeprefix(_PEFT_PREFIX) for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    names: set[str] = set()
+    for file in path.glob("*.safetensors"):
+        with safe_open(str(file), "pt") as f:
+            names |= {key.removeprefix(_PEFT_PREFIX) for key in f.keys()}  # noqa: SIM118
+    if is_adapter_dir(path):
+        names |= _saved_weight_names(adapter_base_path(path))
+    return names
 
 
 def load_trained_reward_model(path: str | Path, pad_token_id: int, device: torch.device) -> Any:
-    """A reward model from `lmadapt reward` (full or LoRA adapter), refused without a trained score head."""
-    path = Path(path)
-    adapter = (path / "adapter_config.json").is_file()
-    if adapter:
-        from peft import PeftConfig
-
-        model, missing = _load_classifier(PeftConfig.from_pretrained(str(path)).base_model_name_or_path)
-        if (path / ADAPTER_WEIGHTS).is_file():
-            missing -= _adapter_keys(path)
-    else:
-        model, missing = _load_classifier(path)
+    """A reward model from `lmadapt reward` (full, LoRA adapter, or adapter chain, loaded as every other
+    model is), refused unless its score head's weights were saved somewhere along that chain."""
+    model, _ = load_model(ModelConfig(path=str(path)), device, head="score")
+    head = {name for name in model.state_dict() if not name.startswith(model.base_model_prefix + ".")}
+    missing = head - _saved_weight_names(Path(path))
     if missing:
-        where = "the adapter or its base model" if adapter else "the checkpoint"
         raise LmadaptError(
-            f"{path} is not a trained reward model: {', '.join(sorted(missing))} not in {where}, so the "
+            f"{path} is not a trained reward model: {', '.join(sorted(missing))} not saved in it, so the "
             "score head would be random; train one with `lmadapt reward CONFIG`"
         )
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(path))
     # The head scores the last token that is not padding, so the model must know the pad id.
     model.config.pad_token_id = pad_token_id
     return model.to(device).eval()
