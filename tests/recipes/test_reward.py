@@ -117,7 +117,7 @@ def test_lora_reward_model_saves_an_adapter_that_eval_loads(tmp_path, tiny_llama
 def test_eval_rewards_refuses_a_model_without_a_trained_score_head(tmp_path, tiny_llama_dir):
     """A plain LM (or an adapter trained without the head) would be scored by a random head."""
     pairs = _write_pairs(tmp_path / "pairs.jsonl", 4, seed=0)
-    with pytest.raises(LmadaptError, match=r"not a trained reward model: score.weight not in the checkpoint"):
+    with pytest.raises(LmadaptError, match=r"not a trained reward model: score.weight not saved in it"):
         evaluate.run_rewards(tiny_llama_dir, pairs, tmp_path / "eval", template="tulu")
 
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
@@ -125,6 +125,6 @@ def test_eval_rewards_refuses_a_model_without_a_trained_score_head(tmp_path, tin
     peft_cfg = PeftLoraConfig(task_type=TaskType.CAUSAL_LM, r=4, target_modules=["q_proj"])
     get_peft_model(base, peft_cfg).save_pretrained(adapter)
     AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(adapter)
-    with pytest.raises(LmadaptError, match=r"score.weight not in the adapter or its base model"):
+    with pytest.raises(LmadaptError, match=r"not a trained reward model: score.weight not saved"):
         evaluate.run_rewards(adapter, pairs, tmp_path / "eval", template="tulu")
     assert not (tmp_path / "eval").exists()
