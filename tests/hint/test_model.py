@@ -83,16 +83,20 @@ def test_gradients_reach_the_generator_and_the_shared_encoder(make_model, family
     inputs, instructions, labels = _batch("seq2seq" if family == "t5" else "causal")
     _forward(model, inputs, instructions, labels).square().mean().backward()
     gen = model.generator
-    for tensor in [gen.queries, gen.attention.q.weight, gen.attention.k.weight, gen.attention.o.weight]:
-        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
-    # Heads that start at zero (adapter up, LoRA B) get gradients at once; their partners (adapter down,
-    # LoRA A) only after the first update, exactly as zero-initialised LoRA B blocks LoRA A's gradient.
+    # Every module is closed by something that starts at zero (adapter up, LoRA B, the prefix gates of
+    # every slot and head): those get gradients at once. Everything behind them (adapter down, LoRA A, the
+    # prefix keys/values, the generator's queries and cross-attention) only after the first update,
+    # exactly as zero-initialised LoRA B blocks LoRA A's gradient.
+    assert (gen.prefix_gates.grad.abs() > 0).all()
+    at_once = ("adapter_up", "adapter_up_bias", "lora_q_b", "lora_v_b")
     for name, head in gen.heads.items():
-        got = head[-1].weight.grad.abs().sum()
-        assert (got > 0) == (name not in ("adapter_down", "adapter_down_bias", "lora_q_a", "lora_v_a")), name
+        assert (head[-1].weight.grad.abs().sum() > 0) == (name in at_once), name
+    assert gen.queries.grad.abs().sum() == 0
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     model.zero_grad()
     _forward(model, inputs, instructions, labels).square().mean().backward()
+    for tensor in [gen.queries, gen.attention.q.weight, gen.attention.k.weight, gen.attention.o.weight]:
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
     for name, head in gen.heads.items():
         assert head[-1].weight.grad.abs().sum() > 0, name
     # The instruction is read by the underlying model's own encoder: its first layer learns from both paths.
@@ -155,31 +159,79 @@ def test_frozen_underlying_model_trains_only_the_hypernetwork(make_model):
     assert trainable == {"generator"}
 
 
-def test_decoder_only_fusion_reproduces_the_concatenated_sequence(make_model):
-    """Fused instruction keys/values plus continued positions: with the generated modules at zero, the
-    instance's logits are those of the base model reading [instruction; instance] as one sequence."""
-    base = make_model("llama")
-    instructions, inputs = [[20, 21, 22, 23, 24], [30, 31]], [[5, 6, 7], [8, 9, 10, 11]]
+# Fresh HINT with fusion must be the fused baseline: every module kind starts as a no-op.
+AT_INIT = {
+    "default": HypernetworkConfig(adapter_size=4, prefix_length=3),  # adapters + prefixes
+    "all": ALL_KINDS,
+}
+
+
+def _fused_baseline(base, instruction: list[int], inputs: list[int]):
+    """The plain model reading `instruction` as cached context: decoder-only, [instruction; input] as one
+    sequence (logits of the input positions); T5, the decoder cross-attending over [encoded instruction;
+    encoded input]. -> (forward(decoder_ids or None) -> logits, generate(n) -> new token ids)."""
+    ids, instr = torch.tensor([inputs]), torch.tensor([instruction])
+    if not base.config.is_encoder_decoder:
+        joined = torch.tensor([instruction + inputs])
+        return (
+            lambda _: base(input_ids=joined).logits[0, len(instruction) :],
+            lambda n: base.generate(input_ids=joined, max_new_tokens=n, min_new_tokens=n, do_sample=False)[
+                0, joined.shape[1] :
+            ],
+        )
+    from transformers.modeling_outputs import BaseModelOutput
+
+    states = torch.cat(
+        [base.encoder(input_ids=instr).last_hidden_state, base.encoder(input_ids=ids).last_hidden_state], 1
+    )
+    encoded, mask = BaseModelOutput(last_hidden_state=states), torch.ones(states.shape[:2], dtype=torch.long)
+    return (
+        lambda decoder: base(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=decoder).logits[
+            0
+        ],
+        lambda n: base.generate(
+            encoder_outputs=encoded, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False
+        )[0],
+    )
+
+
+@pytest.mark.parametrize("modules", sorted(AT_INIT))
+def test_fresh_hint_with_fusion_is_the_fused_baseline(make_model, family, modules):
+    """Logits (a padded, mixed-instruction batch through HintModel.forward) and greedy generation of a
+    freshly built HINT model equal the plain model's with the instruction as cached context."""
+    base = make_model(family)
+    kind = "seq2seq" if family == "t5" else "causal"
+    inputs, instructions, labels = _batch(kind)
     with torch.no_grad():
-        expected = [
-            base(input_ids=torch.tensor([i + x])).logits[0, len(i) :]
-            for i, x in zip(instructions, inputs, strict=True)
+        baselines = [_fused_baseline(base, i, x) for i, x in zip(instructions, inputs, strict=True)]
+        expected_logits = [
+            forward(None if labels is None else base.prepare_decoder_input_ids_from_labels(torch.tensor([y])))
+            for forward, y in zip((b[0] for b in baselines), labels or inputs, strict=True)
         ]
-    model = HintModel(base, HypernetworkConfig(modules=["adapter"], adapter_size=2, fusion=True))
-    instr, ids = _pad(instructions, 0), _pad(inputs, 0)
+        expected_tokens = [generate(4) for _, generate in baselines]
+    model = HintModel(base, AT_INIT[modules])
     with torch.no_grad():
-        modules = model.generate_modules(instr, (instr != 0).long())
-        modules = {
-            k: v if ".fusion" in k or k.startswith("fusion") else torch.zeros_like(v)
-            for k, v in modules.items()
-        }
-        with model.injection.active(modules):
-            got = model.underlying(input_ids=ids, attention_mask=(ids != 0).long()).logits
-    for row, x in enumerate(inputs):
-        torch.testing.assert_close(got[row, : len(x)], expected[row], atol=1e-5, rtol=1e-5)
+        got = _forward(model, inputs, instructions, labels)
+        instr = _pad(instructions, 0)
+        generated = model.generate_modules(instr, (instr != 0).long())
+    prefixes = [t for name, t in generated.items() if name.endswith(("prefix_keys", "prefix_values"))]
+    assert prefixes and all(t.abs().min() > 0 for t in prefixes)  # the prefixes are there, not zero
+    for row, expected in enumerate(expected_logits):
+        torch.testing.assert_close(got[row, : expected.shape[0]], expected, atol=1e-5, rtol=1e-5)
+    # Greedy generation through the KV cache, one instruction at a time.
+    for instruction, x, expected in zip(instructions, inputs, expected_tokens, strict=True):
+        ids, instr = torch.tensor([x]), torch.tensor([instruction])
+        with torch.no_grad():
+            one = model.generate_modules(instr, torch.ones_like(instr))
+            with model.injection.active(one):
+                tokens = model.underlying.generate(
+                    input_ids=ids, max_new_tokens=4, min_new_tokens=4, do_sample=False
+                )
+        assert torch.equal(tokens[0] if family == "t5" else tokens[0, len(x) :], expected)
 
 
 def test_decoder_only_fusion_generates_like_the_concatenated_prompt(make_model):
+    """Through the inference path (lmadapt's generate: a left-padded batch) with fresh adapters + prefixes."""
     from transformers import ByT5Tokenizer
 
     from lmadapt.eval.generate import generate
@@ -187,13 +239,37 @@ def test_decoder_only_fusion_generates_like_the_concatenated_prompt(make_model):
     base, tok = make_model("llama"), ByT5Tokenizer()
     instruction, inputs = [20, 21, 22, 23, 24], [[5, 6, 7], [8, 9, 10, 11, 12]]
     expected = generate(base, tok, [instruction + x for x in inputs], max_new_tokens=5, batch_size=2)
-    model = HintModel(base, HypernetworkConfig(modules=["lora"], lora_rank=2, fusion=True))
+    model = HintModel(base, AT_INIT["default"])
     instr = torch.tensor([instruction])
     with torch.no_grad():
-        modules = model.generate_modules(instr, torch.ones_like(instr))  # LoRA B starts at zero
+        modules = model.generate_modules(instr, torch.ones_like(instr))
     with model.injection.active(modules):
         got = generate(model.underlying, tok, inputs, max_new_tokens=5, batch_size=2)  # left-padded batch
     assert got == expected and any(got)
+
+
+def test_once_the_gates_move_the_prefixes_change_the_output(make_model, family):
+    base = make_model(family)
+    inputs, instructions, labels = _batch("seq2seq" if family == "t5" else "causal")
+    model = HintModel(base, HypernetworkConfig(modules=["prefix"], prefix_length=3))
+    with torch.no_grad():
+        closed = _forward(model, inputs, instructions, labels)
+        model.generator.prefix_gates.fill_(0.5)
+        opened = _forward(model, inputs, instructions, labels)
+        model.generator.heads["prefix_values"][-1].bias.add_(1.0)
+        other = _forward(model, inputs, instructions, labels)
+    assert (opened - closed).abs().max() > 1e-3
+    assert (other - opened).abs().max() > 1e-3  # and what they add depends on the generated prefix
+
+
+def test_modules_with_a_prefix_but_no_gate_are_refused(make_model):
+    model = HintModel(make_model("llama"), HypernetworkConfig(modules=["prefix"], prefix_length=2))
+    instr = torch.tensor([[20, 21, 1]])
+    with torch.no_grad():
+        modules = model.generate_modules(instr, torch.ones_like(instr))
+    ungated = {name: t for name, t in modules.items() if not name.endswith("prefix_gate")}
+    with pytest.raises(LmadaptError, match="no prefix_gate"), model.injection.active(ungated):
+        model.underlying(input_ids=torch.tensor([[5, 6]]))
 
 
 def test_a_model_takes_one_injection(make_model):

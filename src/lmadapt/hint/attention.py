@@ -1,11 +1,22 @@
 """Prefix keys/values inside Hugging Face attention, through transformers' public attention registry.
 
 The underlying model's attention implementation is switched to a registered wrapper
-("lmadapt_hint_sdpa" or "lmadapt_hint_eager") around the stock kernel. For an attention module bound to
-a slot whose prefix is active, the wrapper prepends the prefix keys/values to the module's keys/values
-(after rotary embeddings and the KV cache, so neither ever sees them), extends the attention mask (and
-T5's relative position bias, with zeros) to cover them, and calls the stock kernel. Every other call
-passes through untouched, so the swap alone changes no output.
+("lmadapt_hint_sdpa" or "lmadapt_hint_eager") around the stock kernel. An attention module bound to a
+slot may receive two kinds of extra keys/values, both added after rotary embeddings and the KV cache, so
+neither ever sees them:
+
+- a joint `Prefix` (decoder-only instruction fusion: the instruction's own keys/values) is prepended to
+  the module's keys/values under the same softmax, with the attention mask (and T5's relative position
+  bias, with zeros) extended to cover it: exactly a KV cache holding the instruction;
+- a `GatedPrefix` (the generated HINT prefix) is attended under its own softmax and added to the output
+  per head with weight tanh(gate): out = attention(q, K, V) + tanh(g) * softmax(q K_p^T * scale) V_p.
+
+The gate is what makes HINT start exactly at its baseline. Under a joint softmax any prefix, even a
+zero one, takes attention mass from the module's own keys; a separate softmax mixed in with tanh(g),
+g = 0 at start (as in LLaMA-Adapter's zero-init attention), adds exactly nothing whatever the generator
+emits, while d out / d g = softmax(q K_p^T * scale) V_p is not zero, so the gate opens from the first
+step; once it has, the prefix keys/values receive gradients too (d out / d V_p carries a factor
+tanh(g)). Every call without extras passes through untouched, so the swap alone changes no output.
 """
 
 from __future__ import annotations
@@ -23,18 +34,41 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 log = logging.getLogger("lmadapt")
 
-# Attribute set on an attention module: a zero-argument callable returning its active Prefix or None.
+# Attribute set on an attention module: a zero-argument callable returning its SlotPrefixes or None.
 PREFIX_LOOKUP = "_lmadapt_hint_prefix"
 IMPLEMENTATIONS = {"sdpa": "lmadapt_hint_sdpa", "eager": "lmadapt_hint_eager"}
 
 
 @dataclass(frozen=True)
 class Prefix:
-    """keys/values [B|1, kv_heads, P, head_dim]; mask [B|1, P] (True = attend) or None for all."""
+    """Keys/values joined to the module's own under one softmax.
+
+    keys/values [B|1, kv_heads, P, head_dim]; mask [B|1, P] (True = attend) or None for all.
+    """
 
     keys: torch.Tensor
     values: torch.Tensor
     mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class GatedPrefix:
+    """Keys/values attended under their own softmax, added per head with weight tanh(gate).
+
+    keys/values [B|1, kv_heads, P, head_dim] (never padded); gate [B|1, heads].
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    gate: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SlotPrefixes:
+    """What a slot's attention adds to its own keys/values (either may be None)."""
+
+    joint: Prefix | None
+    gated: GatedPrefix | None
 
 
 def extend_with_prefix(
@@ -81,6 +115,26 @@ def extend_with_prefix(
     return torch.cat([p_keys, key], dim=2), torch.cat([p_values, value], dim=2), mask, position_bias
 
 
+def gated_prefix_attention(
+    query: torch.Tensor, prefix: GatedPrefix, scaling: float, dropout: float = 0.0
+) -> torch.Tensor:
+    """tanh(gate_h) * softmax(q_h K_p^T * scaling) V_p for every query head h, in plain matmuls.
+
+    query [B, H, q, hd]; prefix keys/values [B|1, kv_heads, P, hd], gate [B|1, H]; `dropout` on the
+    attention weights (training only, as the stock kernels get it). Returns [B, q, H, hd], the layout of
+    the kernels' outputs. Query heads that share a key/value head (grouped-query attention) are adjacent,
+    so they are folded into the query axis instead of repeating the prefix.
+    """
+    batch, heads, q_len, head_dim = query.shape
+    kv_heads = prefix.keys.shape[1]
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads * q_len, head_dim)
+    scores = torch.matmul(grouped, prefix.keys.to(query.dtype).transpose(2, 3)) * scaling
+    weights = torch.nn.functional.dropout(scores.softmax(dim=-1), p=dropout, training=dropout > 0)
+    attended = torch.matmul(weights, prefix.values.to(query.dtype)).view(batch, heads, q_len, head_dim)
+    gate = torch.tanh(prefix.gate.to(query.dtype))[:, :, None, None]
+    return (gate * attended).transpose(1, 2)
+
+
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     zero = torch.zeros((), dtype=dtype, device=allowed.device)
     return torch.where(allowed, zero, torch.finfo(dtype).min)
@@ -99,21 +153,26 @@ def _stock_kernel(base: str, module: torch.nn.Module) -> Callable[..., Any]:
 def _wrapper(base: str) -> Callable[..., Any]:
     def attention(module, query, key, value, attention_mask, **kwargs):
         lookup = module.__dict__.get(PREFIX_LOOKUP)
-        prefix = lookup() if lookup is not None else None
-        if prefix is not None:
+        prefixes: SlotPrefixes | None = lookup() if lookup is not None else None
+        if prefixes is not None and prefixes.joint is not None:
             key, value, attention_mask, bias = extend_with_prefix(
                 query,
                 key,
                 value,
                 attention_mask,
                 kwargs.get("position_bias"),
-                prefix,
+                prefixes.joint,
                 is_causal=bool(kwargs.get("is_causal", getattr(module, "is_causal", False))),
                 boolean_mask=base == "sdpa",
             )
             if bias is not None:
                 kwargs["position_bias"] = bias
-        return _stock_kernel(base, module)(module, query, key, value, attention_mask, **kwargs)
+        out, weights = _stock_kernel(base, module)(module, query, key, value, attention_mask, **kwargs)
+        if prefixes is not None and prefixes.gated is not None:
+            scaling = kwargs.get("scaling")
+            scaling = query.shape[-1] ** -0.5 if scaling is None else scaling  # the kernels' default
+            out = out + gated_prefix_attention(query, prefixes.gated, scaling, kwargs.get("dropout", 0.0))
+        return out, weights
 
     return attention
 

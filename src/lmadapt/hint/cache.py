@@ -27,7 +27,7 @@ from lmadapt.store import CorruptEntry, Entry, load_or_build, open_entry, write_
 log = logging.getLogger("lmadapt")
 
 MODULE_KIND = "hint-modules"
-MODULE_VERSION = 2
+MODULE_VERSION = 3  # 3: prefixes carry their gate
 MODULES_FILE = "modules.safetensors"
 
 

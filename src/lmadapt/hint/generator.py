@@ -4,7 +4,9 @@ small MLP head per component kind turns each attended query into a vector of a m
 Queries are laid out kind by kind, then slot by slot, then component by component, so each kind's
 queries are one contiguous block. As in HINT, the cross-attention has no layer norm and every output
 is scaled by 1/sqrt(dim). The heads of kinds that close a module (adapter up-projection and its bias,
-LoRA's B) start at zero, so adapters and LoRA start as no-ops.
+LoRA's B) start at zero, so adapters and LoRA start as no-ops. Prefixes are closed by a learned gate
+instead (one per slot and attention head, the same for every instruction, starting at zero; see
+`hint.attention`), emitted with the generated modules as "<slot>.prefix_gate".
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ class ParameterGenerator(nn.Module):
             if kind.starts_at_zero:
                 nn.init.zeros_(self.heads[kind.name][-1].weight)
                 nn.init.zeros_(self.heads[kind.name][-1].bias)
+        self.prefix_slots = next((kind.slots for kind in kinds if kind.name == "prefix_keys"), ())
+        self.prefix_gates = (
+            nn.Parameter(torch.zeros(len(self.prefix_slots), layout.num_heads)) if self.prefix_slots else None
+        )
 
     @property
     def num_queries(self) -> int:
@@ -85,4 +91,6 @@ class ParameterGenerator(nn.Module):
             for j, slot in enumerate(kind.slots):
                 modules[f"{slot}.{kind.name}"] = assemble(kind.name, vectors[:, j], self.layout)
             start += n
+        for j, slot in enumerate(self.prefix_slots):
+            modules[f"{slot}.prefix_gate"] = self.prefix_gates[j].to(states.dtype).expand(batch, -1)
         return modules

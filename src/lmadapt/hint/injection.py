@@ -1,11 +1,12 @@
 """Apply generated modules to an unmodified Hugging Face model from the outside, while they are active.
 
 Nothing in the model's code or weights changes. `Injection` binds every slot's attention module to a
-prefix lookup (read by the wrapper kernel of `hint.attention`), registers forward hooks that add a
+prefix lookup (read by the wrapper kernel of `hint.attention`: the generated prefix is gated, the
+instruction's keys/values are joined), registers forward hooks that add a
 parallel adapter to each feed-forward output and LoRA deltas to the targeted projections, and one
 pre-hook for instruction fusion. Encoder-decoder: the encoded instruction goes in front of the encoded
 input, so the decoder cross-attends over [instruction; input]. Decoder-only: the instruction's per-layer
-keys/values are a prefix (see `prefix`) and the instance's positions continue after the instruction's,
+keys/values are a joint prefix (see `prefix`) and the instance's positions continue after the instruction's,
 so attention sees the geometry of the concatenated sequence. Outside `active(modules)` every hook is a
 no-op.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from lmadapt.errors import LmadaptError
-from lmadapt.hint.attention import PREFIX_LOOKUP, Prefix, use_prefix_attention
+from lmadapt.hint.attention import PREFIX_LOOKUP, GatedPrefix, Prefix, SlotPrefixes, use_prefix_attention
 from lmadapt.hint.layout import Layout
 from lmadapt.hint.modules import FUSION_MASK, FUSION_STATES, GeneratedModules, lora_delta, parallel_adapter
 
@@ -55,36 +56,22 @@ class Injection:
         finally:
             self.current = previous
 
-    def prefix(self, slot: str) -> Prefix | None:
-        """The slot's generated prefix, followed by the instruction's keys/values (decoder-only fusion)."""
+    def prefix(self, slot: str) -> SlotPrefixes | None:
+        """The slot's gated generated prefix and, for decoder-only fusion, the instruction's keys/values."""
         modules = self.current
         if modules is None:
             return None
-        keys, values, masks = [], [], []
+        gated = joint = None
         if f"{slot}.prefix_keys" in modules:
-            keys.append(modules[f"{slot}.prefix_keys"])
-            values.append(modules[f"{slot}.prefix_values"])
-            masks.append(None)  # generated prefixes are never padded
+            gate = modules.get(f"{slot}.prefix_gate")
+            if gate is None:
+                raise LmadaptError(f"modules for {slot} have a prefix but no prefix_gate: recompile them")
+            gated = GatedPrefix(modules[f"{slot}.prefix_keys"], modules[f"{slot}.prefix_values"], gate)
         if f"{slot}.fusion_keys" in modules:
-            keys.append(modules[f"{slot}.fusion_keys"])
-            values.append(modules[f"{slot}.fusion_values"])
-            masks.append(modules[FUSION_MASK].bool())
-        if not keys:
-            return None
-        if len(keys) == 1:
-            return Prefix(keys[0], values[0], masks[0])
-        batch = max(k.shape[0] for k in keys)
-        full = [
-            torch.ones(batch, k.shape[2], dtype=torch.bool, device=k.device)
-            if m is None
-            else m.expand(batch, -1)
-            for k, m in zip(keys, masks, strict=True)
-        ]
-        return Prefix(
-            torch.cat([k.expand(batch, -1, -1, -1) for k in keys], dim=2),
-            torch.cat([v.expand(batch, -1, -1, -1) for v in values], dim=2),
-            torch.cat(full, dim=1),
-        )
+            joint = Prefix(
+                modules[f"{slot}.fusion_keys"], modules[f"{slot}.fusion_values"], modules[FUSION_MASK]
+            )
+        return None if gated is None and joint is None else SlotPrefixes(joint, gated)
 
     def _add_adapter(self, slot: str, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> Any:
         modules = self.current

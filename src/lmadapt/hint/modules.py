@@ -13,6 +13,7 @@ The generator builds each tensor from `count` vectors of length `width` (one lea
 | adapter_up | same | r x d | [B, r, d] |
 | adapter_up_bias | same | 1 x d | [B, d] |
 | prefix_keys, prefix_values | every slot | P x (kv_heads * head_dim) | [B, kv_heads, P, head_dim] |
+| prefix_gate | every slot | learned, not generated (starts at 0) | [B, heads] |
 | lora_<t>_a | every slot, target t | r x d_in | [B, d_in, r] |
 | lora_<t>_b | every slot, target t | r x d_out | [B, r, d_out] |
 

@@ -32,7 +32,10 @@ from lmadapt.hint.model import HintModel
 from lmadapt.models.load import load_model, load_tokenizer
 from lmadapt.models.save import save_model_and_tokenizer
 
-FORMAT = "lmadapt-hint/1"
+FORMAT = "lmadapt-hint/2"
+# Runs saved before prefixes had gates: their prefixes shared the attention softmax. Those without
+# prefixes (adapters, LoRA) compute exactly as they did and still load.
+UNGATED_FORMAT = "lmadapt-hint/1"
 HINT_FILE = "hint.json"
 HYPERNETWORK_FILE = "hypernetwork.safetensors"
 MODEL_DIR = "model"
@@ -92,9 +95,15 @@ def load_hint_run(path: str | Path, device: torch.device | str | None = None, dt
     """Load a run directory written by `save_hint_run` (the model is returned in eval mode)."""
     path = Path(path)
     record = _read_record(path)
+    cfg = from_dict(HypernetworkConfig, record["hypernetwork"])
+    if record["format"] == UNGATED_FORMAT and "prefix" in cfg.modules:
+        raise LmadaptError(
+            f"{path}: HINT run saved before prefixes were gated ({UNGATED_FORMAT}); its prefixes do not "
+            "work with this version of lmadapt: retrain it"
+        )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     underlying, _ = load_model(ModelConfig(path=str(path / MODEL_DIR), dtype=dtype), device)  # type: ignore[arg-type]
-    model = HintModel(underlying.to(device), from_dict(HypernetworkConfig, record["hypernetwork"]))
+    model = HintModel(underlying.to(device), cfg)
     model.load_hypernetwork_state(load_file(str(path / HYPERNETWORK_FILE), device=str(device)))
     model.eval()
     return HintRun(
@@ -115,7 +124,7 @@ def _read_record(path: Path) -> dict[str, Any]:
     if not is_hint_run(path):
         raise LmadaptError(f"{path} is not a HINT run (no {HINT_FILE}); train one with `lmadapt hint CONFIG`")
     record = json.loads((path / HINT_FILE).read_text(encoding="utf-8"))
-    if record.get("format") != FORMAT:
+    if record.get("format") not in (FORMAT, UNGATED_FORMAT):
         raise LmadaptError(f"{path / HINT_FILE}: unknown format {record.get('format')!r} (expected {FORMAT})")
     return record
 
