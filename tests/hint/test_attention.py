@@ -81,7 +81,9 @@ def test_prefix_attention_matches_reference(make_model, family, base, case, pres
     prefixes = SlotPrefixes(joint if present != "gated" else None, gated if present != "joint" else None)
     allowed = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len).expand(batch, -1, -1).clone()
     if base == "eager" and prefixes.joint is None:
-        allowed[:] = True  # the stock eager kernel is causal only through a mask (transformers always gives one)
+        # Without a joint prefix the call is the stock kernel's, and eager is causal only through a mask
+        # (which transformers always passes it).
+        allowed[:] = True
     mask = None
     if case == "padding_mask":
         allowed[1, :, -1] = False  # the second row's last key is padding
@@ -131,7 +133,9 @@ def test_llama_prefixes_are_added_after_rotary_embedding_and_are_not_rotated(mak
         v = attn.v_proj(x).view(1, 5, 2, 8).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         causal = torch.ones(5, 5, dtype=torch.bool).tril()[None]
-        expected = attn.o_proj(reference_attention(q, k, v, prefixes, causal, None, 8**-0.5).reshape(1, 5, 32))
+        expected = attn.o_proj(
+            reference_attention(q, k, v, prefixes, causal, None, 8**-0.5).reshape(1, 5, 32)
+        )
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 

@@ -166,33 +166,35 @@ AT_INIT = {
 }
 
 
-def _fused_baseline(base, instruction: list[int], inputs: list[int]):
-    """The plain model reading `instruction` as cached context: decoder-only, [instruction; input] as one
-    sequence (logits of the input positions); T5, the decoder cross-attending over [encoded instruction;
-    encoded input]. -> (forward(decoder_ids or None) -> logits, generate(n) -> new token ids)."""
-    ids, instr = torch.tensor([inputs]), torch.tensor([instruction])
+def _fused_context(base, instruction: list[int], inputs: list[int]) -> dict:
+    """How the plain model reads `instruction` as cached context for `inputs` (unpadded, batch 1):
+    decoder-only, [instruction; input] as one sequence; T5, the decoder cross-attending over [encoded
+    instruction; encoded input]."""
     if not base.config.is_encoder_decoder:
-        joined = torch.tensor([instruction + inputs])
-        return (
-            lambda _: base(input_ids=joined).logits[0, len(instruction) :],
-            lambda n: base.generate(input_ids=joined, max_new_tokens=n, min_new_tokens=n, do_sample=False)[
-                0, joined.shape[1] :
-            ],
-        )
+        return {"input_ids": torch.tensor([instruction + inputs])}
     from transformers.modeling_outputs import BaseModelOutput
 
-    states = torch.cat(
-        [base.encoder(input_ids=instr).last_hidden_state, base.encoder(input_ids=ids).last_hidden_state], 1
-    )
-    encoded, mask = BaseModelOutput(last_hidden_state=states), torch.ones(states.shape[:2], dtype=torch.long)
-    return (
-        lambda decoder: base(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=decoder).logits[
-            0
-        ],
-        lambda n: base.generate(
-            encoder_outputs=encoded, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False
-        )[0],
-    )
+    encode = lambda ids: base.encoder(input_ids=torch.tensor([ids])).last_hidden_state  # noqa: E731
+    states = torch.cat([encode(instruction), encode(inputs)], dim=1)
+    return {
+        "encoder_outputs": BaseModelOutput(last_hidden_state=states),
+        "attention_mask": torch.ones(states.shape[:2], dtype=torch.long),
+    }
+
+
+def _fused_baseline_logits(base, instruction, inputs, labels):
+    """Logits of the input positions (decoder-only) or of the target positions (T5)."""
+    context = _fused_context(base, instruction, inputs)
+    if labels is None:
+        return base(**context).logits[0, len(instruction) :]
+    decoder = base.prepare_decoder_input_ids_from_labels(labels=torch.tensor([labels]))
+    return base(**context, decoder_input_ids=decoder).logits[0]
+
+
+def _greedy(model, n: int, **inputs) -> torch.Tensor:
+    """Exactly `n` new greedy tokens [n]."""
+    tokens = model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)[0]
+    return tokens if model.config.is_encoder_decoder else tokens[inputs["input_ids"].shape[1] :]
 
 
 @pytest.mark.parametrize("modules", sorted(AT_INIT))
@@ -203,12 +205,13 @@ def test_fresh_hint_with_fusion_is_the_fused_baseline(make_model, family, module
     kind = "seq2seq" if family == "t5" else "causal"
     inputs, instructions, labels = _batch(kind)
     with torch.no_grad():
-        baselines = [_fused_baseline(base, i, x) for i, x in zip(instructions, inputs, strict=True)]
         expected_logits = [
-            forward(None if labels is None else base.prepare_decoder_input_ids_from_labels(torch.tensor([y])))
-            for forward, y in zip((b[0] for b in baselines), labels or inputs, strict=True)
+            _fused_baseline_logits(base, i, x, None if labels is None else labels[row])
+            for row, (i, x) in enumerate(zip(instructions, inputs, strict=True))
         ]
-        expected_tokens = [generate(4) for _, generate in baselines]
+        expected_tokens = [
+            _greedy(base, 4, **_fused_context(base, i, x)) for i, x in zip(instructions, inputs, strict=True)
+        ]
     model = HintModel(base, AT_INIT[modules])
     with torch.no_grad():
         got = _forward(model, inputs, instructions, labels)
@@ -224,10 +227,7 @@ def test_fresh_hint_with_fusion_is_the_fused_baseline(make_model, family, module
         with torch.no_grad():
             one = model.generate_modules(instr, torch.ones_like(instr))
             with model.injection.active(one):
-                tokens = model.underlying.generate(
-                    input_ids=ids, max_new_tokens=4, min_new_tokens=4, do_sample=False
-                )
-        assert torch.equal(tokens[0] if family == "t5" else tokens[0, len(x) :], expected)
+                assert torch.equal(_greedy(model.underlying, 4, input_ids=ids), expected)
 
 
 def test_decoder_only_fusion_generates_like_the_concatenated_prompt(make_model):

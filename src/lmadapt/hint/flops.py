@@ -2,8 +2,10 @@
 greedy generation with a KV cache).
 
 Per task, once: the hypernetwork pass (instruction encoder over the instruction, then the generator's
-cross-attention and heads). Per instance: generating from the instance input alone, plus what the
-generated modules add for every token that passes a slot: prefix attention (P more keys), parallel
+cross-attention and heads; the prefix gates are parameters, not generated). Per instance: generating
+from the instance input alone, plus what the generated modules add for every token that passes a slot:
+prefix attention (scores against P keys and their weighted values, 4 heads head_dim P; its own softmax
+and the per-head gate are elementwise and count nothing, like every softmax and mask here), parallel
 adapters (4 d r) and LoRA (2 r (d_in + d_out) per target). Instruction fusion makes the instruction's
 states extra keys: decoder-only models attend to them like cached tokens; encoder-decoders cross-attend
 to them and project them to cross-attention keys/values for every instance (they are not cached across

@@ -2,13 +2,12 @@
 
 Nothing in the model's code or weights changes. `Injection` binds every slot's attention module to a
 prefix lookup (read by the wrapper kernel of `hint.attention`: the generated prefix is gated, the
-instruction's keys/values are joined), registers forward hooks that add a
-parallel adapter to each feed-forward output and LoRA deltas to the targeted projections, and one
-pre-hook for instruction fusion. Encoder-decoder: the encoded instruction goes in front of the encoded
-input, so the decoder cross-attends over [instruction; input]. Decoder-only: the instruction's per-layer
-keys/values are a joint prefix (see `prefix`) and the instance's positions continue after the instruction's,
-so attention sees the geometry of the concatenated sequence. Outside `active(modules)` every hook is a
-no-op.
+instruction's keys/values are joined), registers forward hooks that add a parallel adapter to each
+feed-forward output and LoRA deltas to the targeted projections, and one pre-hook for instruction
+fusion. Encoder-decoder: the encoded instruction goes in front of the encoded input, so the decoder
+cross-attends over [instruction; input]. Decoder-only: the instruction's per-layer keys/values are a
+joint prefix (see `prefix`) and the instance's positions continue after the instruction's, so attention
+sees the geometry of the concatenated sequence. Outside `active(modules)` every hook is a no-op.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Layout of a run directory:
 
     RUN/
       hint.json                  format, hypernetwork config, data settings, run_id (content hash)
-      hypernetwork.safetensors   parameter generator (+ separate instruction encoder) weights
+      hypernetwork.safetensors   parameter generator and prefix gates (+ separate instruction encoder)
       model/                     underlying model + tokenizer (save_pretrained; plain transformers loads it)
       modules/                   compiled-instruction cache, <key>/ store entries (see hint.cache)
       config.yaml, metrics.jsonl, loss.png, checkpoints/, pretrain/   training records
