@@ -192,9 +192,9 @@ def _fused_baseline_logits(base, instruction, inputs, labels):
 
 
 def _greedy(model, n: int, **inputs) -> torch.Tensor:
-    """Exactly `n` new greedy tokens [n]."""
+    """Exactly `n` new greedy tokens [n] (EOS suppressed)."""
     tokens = model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)[0]
-    return tokens if model.config.is_encoder_decoder else tokens[inputs["input_ids"].shape[1] :]
+    return tokens[1:] if model.config.is_encoder_decoder else tokens[inputs["input_ids"].shape[1] :]
 
 
 @pytest.mark.parametrize("modules", sorted(AT_INIT))
@@ -260,6 +260,28 @@ def test_once_the_gates_move_the_prefixes_change_the_output(make_model, family):
         other = _forward(model, inputs, instructions, labels)
     assert (opened - closed).abs().max() > 1e-3
     assert (other - opened).abs().max() > 1e-3  # and what they add depends on the generated prefix
+
+
+def test_cached_decoding_with_open_gates_matches_a_full_forward(make_model, family, randomize):
+    """With the gates open, greedy generation through the KV cache picks, at every step, the argmax of
+    one uncached forward pass over the whole sequence: the gated prefix is added on both paths alike."""
+    model = HintModel(make_model(family), HypernetworkConfig(modules=["prefix"], prefix_length=3))
+    randomize(model.generator, scale=0.3)
+    assert model.generator.prefix_gates.abs().min() > 0
+    instr, ids = torch.tensor([[20, 21, 22, 23, 1]]), torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        modules = model.generate_modules(instr, torch.ones_like(instr))
+        with model.injection.active(modules):
+            new = _greedy(model.underlying, 5, input_ids=ids)
+            if family == "t5":
+                start = torch.tensor([[model.underlying.config.decoder_start_token_id]])
+                decoder = torch.cat([start, new[None, :-1]], dim=1)
+                logits = model.underlying(input_ids=ids, decoder_input_ids=decoder).logits[0]
+            else:
+                sequence = torch.cat([ids, new[None, :-1]], dim=1)
+                logits = model.underlying(input_ids=sequence).logits[0, ids.shape[1] - 1 :]
+    logits[:, model.underlying.generation_config.eos_token_id] = float("-inf")  # as min_new_tokens does
+    assert torch.equal(logits.argmax(-1), new)
 
 
 def test_modules_with_a_prefix_but_no_gate_are_refused(make_model):

@@ -16,7 +16,9 @@ zero one, takes attention mass from the module's own keys; a separate softmax mi
 g = 0 at start (as in LLaMA-Adapter's zero-init attention), adds exactly nothing whatever the generator
 emits, while d out / d g = softmax(q K_p^T * scale) V_p is not zero, so the gate opens from the first
 step; once it has, the prefix keys/values receive gradients too (d out / d V_p carries a factor
-tanh(g)). Every call without extras passes through untouched, so the swap alone changes no output.
+tanh(g)), as LoRA's A does once B has moved. Both at once is impossible for any exact construction:
+what makes the prefix's contribution zero for every input also zeroes the gradient of what it
+multiplies. Every call without extras passes through untouched, so the swap alone changes no output.
 """
 
 from __future__ import annotations
