@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import ByT5Tokenizer
+from support import byte_llama, byte_t5, save_with_byte_tokenizer
 
-from lmadapt.models.tiny import tiny_llama, tiny_t5
 from lmadapt.train.checkpoint import latest_checkpoint
 
-# Tests run two at a time (pytest -n 2) on two cores: one thread each avoids oversubscription.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# Tiny models run faster on one thread, and tests run two at a time (pytest -n 2) on two cores.
+torch.set_num_threads(1)
 
 
 def lmadapt_cli(*args: str, **kw: Any) -> subprocess.Popen:
@@ -89,24 +87,12 @@ def write_reverse_data():
 
 @pytest.fixture
 def tiny_llama_dir(tmp_path: Path) -> Path:
-    tok = ByT5Tokenizer()
-    torch.manual_seed(0)
-    model = tiny_llama(len(tok), hidden_size=32, num_layers=2, num_heads=4, tokenizer=tok)
-    out = tmp_path / "tiny-llama"
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_with_byte_tokenizer(byte_llama(), tmp_path / "tiny-llama")
 
 
 @pytest.fixture
 def tiny_t5_dir(tmp_path: Path) -> Path:
-    tok = ByT5Tokenizer()
-    torch.manual_seed(0)
-    model = tiny_t5(len(tok), d_model=32, num_layers=2, num_heads=4, tokenizer=tok)
-    out = tmp_path / "tiny-t5"
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_with_byte_tokenizer(byte_t5(), tmp_path / "tiny-t5")
 
 
 @pytest.fixture

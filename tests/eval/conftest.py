@@ -2,25 +2,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import ByT5Tokenizer
-
-from lmadapt.models.tiny import tiny_llama, tiny_t5
+from support import byte_llama, byte_t5
 
 
 @pytest.fixture(scope="module")
 def llama():
     """A tiny random Llama over ByT5's byte vocabulary, in eval mode."""
-    tok = ByT5Tokenizer()
-    torch.manual_seed(0)
-    return tiny_llama(len(tok), hidden_size=32, num_layers=2, num_heads=4, tokenizer=tok).eval()
+    return byte_llama().eval()
 
 
 @pytest.fixture(scope="module")
 def t5():
     """A tiny random T5 over ByT5's byte vocabulary, in eval mode."""
-    tok = ByT5Tokenizer()
-    torch.manual_seed(0)
-    model = tiny_t5(len(tok), d_model=32, num_layers=2, num_heads=4, tokenizer=tok).eval()
+    model = byte_t5().eval()
     with torch.no_grad():  # untied random T5 logits are in the hundreds: beyond float32's 1e-5 at that size
         model.lm_head.weight.mul_(0.05)
     return model

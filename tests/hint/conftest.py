@@ -30,15 +30,6 @@ def _randomize(module: torch.nn.Module, seed: int = 1, scale: float = 0.3) -> No
             p.copy_(torch.randn(p.shape, generator=gen) * scale)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread than on two contended ones (the CPU is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def make_model():
     return _build

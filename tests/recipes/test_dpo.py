@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import logged_losses, tiny_run_config
 from transformers import AutoModelForCausalLM, ByT5Tokenizer
 
 from lmadapt.config import DataConfig, DPOConfig, SourceConfig, load_config, save_config
@@ -34,29 +35,9 @@ def _write_pairs(path: Path, n: int, seed: int = 0) -> Path:
 
 
 def _cfg(tmp_path: Path, model_dir: Path, data: Path, *extra: str) -> DPOConfig:
-    return load_config(
-        DPOConfig,
-        None,
-        [
-            f"model.path={model_dir}",
-            f"data.sources.0.path={data}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "data.max_length=64",
-            f"train.output_dir={tmp_path / 'run'}",
-            "train.batch_size=8",
-            "train.lr=1e-3",
-            "train.warmup_ratio=0",
-            "train.log_every=1",
-            "train.progress=false",
-            "train.num_threads=1",
-            *extra,
-        ],
+    return tiny_run_config(
+        DPOConfig, tmp_path, model_dir, data, "train.lr=1e-3", "train.warmup_ratio=0", *extra
     )
-
-
-def _losses(run_dir: Path) -> list[float]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in records if "loss" in r]
 
 
 def _last_record(run_dir: Path) -> dict:
@@ -69,7 +50,7 @@ def test_dpo_learns_the_preference_saves_hf_model_and_reuses_cached_reference(
     data = _write_pairs(tmp_path / "pairs.jsonl", 32)
     cfg = _cfg(tmp_path, tiny_llama_dir, data, "train.max_steps=20", f"data.eval_sources.0.path={data}")
     result = dpo.run(cfg)
-    losses = _losses(result.out_dir)
+    losses = logged_losses(result.out_dir)
     assert losses[0] == pytest.approx(math.log(2), abs=1e-6)  # the policy starts as its own reference
     assert len(losses) == 20 and losses[-1] < losses[0] - 0.05
     final = _last_record(result.out_dir)
@@ -84,7 +65,7 @@ def test_dpo_learns_the_preference_saves_hf_model_and_reuses_cached_reference(
     second = _cfg(
         tmp_path, tiny_llama_dir, data, "train.max_steps=1", f"train.output_dir={tmp_path / 'run2'}"
     )
-    assert _losses(dpo.run(second).out_dir)[0] == pytest.approx(math.log(2), abs=1e-6)
+    assert logged_losses(dpo.run(second).out_dir)[0] == pytest.approx(math.log(2), abs=1e-6)
     assert "reference-logps: cache hit" in caplog.text
 
 
@@ -94,7 +75,7 @@ def test_every_loss_trains_through_the_recipe(tmp_path, tiny_llama_dir, loss):
     result = dpo.run(
         _cfg(tmp_path, tiny_llama_dir, data, "train.max_steps=4", f"dpo.loss={loss}", "dpo.beta=1")
     )
-    losses = _losses(result.out_dir)
+    losses = logged_losses(result.out_dir)
     assert len(losses) == 4 and losses[-1] < losses[0]
     if loss == "ipo":
         assert losses[0] == pytest.approx(0.25, abs=1e-5)  # (0 - 1/(2 beta))^2 when policy == reference
@@ -113,7 +94,7 @@ def test_lora_uses_the_base_model_with_adapters_off_as_reference(tmp_path, tiny_
         f"dpo.reference={reference}",
     )
     result = dpo.run(cfg)
-    losses = _losses(result.out_dir)
+    losses = logged_losses(result.out_dir)
     assert losses[0] == pytest.approx(math.log(2), abs=1e-6) and losses[-1] < losses[0]
     assert (result.out_dir / "adapter_config.json").is_file()
     assert not (result.out_dir / "model.safetensors").exists()
@@ -133,7 +114,7 @@ def test_online_full_finetuning_matches_cached(tmp_path, tiny_llama_dir):
             f"dpo.reference={reference}",
             f"train.output_dir={tmp_path / reference}",
         )
-        runs[reference] = _losses(dpo.run(cfg).out_dir)
+        runs[reference] = logged_losses(dpo.run(cfg).out_dir)
     assert runs["online"] == pytest.approx(runs["cached"], abs=1e-6)
 
 
@@ -153,7 +134,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_llama_dir, kill_
         load_file(str(run_dir / "model.safetensors")),
     )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert _losses(run_dir) == _losses(straight.out_dir)
+    assert logged_losses(run_dir) == logged_losses(straight.out_dir)
 
 
 def test_seq2seq_models_are_refused(tmp_path, tiny_t5_dir):
@@ -215,7 +196,7 @@ def test_step0_loss_gradients_and_first_steps_match_trl(tmp_path, tiny_llama_dir
         f"dpo.beta={beta}",
         f"dpo.reference_model={reference_dir}",
     )
-    our_losses = _losses(dpo.run(cfg).out_dir)
+    our_losses = logged_losses(dpo.run(cfg).out_dir)
 
     # TRL on the same text: prompts rendered by our template, replies as the template ends them.
     records = [json.loads(line) for line in data.read_text().splitlines()]

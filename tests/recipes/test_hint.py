@@ -29,14 +29,6 @@ from lmadapt.store import MANIFEST, open_entry
 SMALL = HypernetworkConfig(adapter_size=4, prefix_length=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def suite_dir(tmp_path: Path) -> Path:
     suite = build_suite(

@@ -9,9 +9,10 @@ import pytest
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import TaskType, get_peft_model
+from support import tiny_run_config
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from lmadapt.config import DataConfig, RewardConfig, SourceConfig, load_config
+from lmadapt.config import DataConfig, RewardConfig, SourceConfig
 from lmadapt.data.pipeline import load_tokenized
 from lmadapt.data.preference import collate_pairs
 from lmadapt.data.templates import get_template
@@ -35,23 +36,8 @@ def _write_pairs(path: Path, n: int, seed: int) -> Path:
 
 
 def _cfg(tmp_path: Path, model_dir: Path, data: Path, *extra: str) -> RewardConfig:
-    return load_config(
-        RewardConfig,
-        None,
-        [
-            f"model.path={model_dir}",
-            f"data.sources.0.path={data}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "data.max_length=64",
-            f"train.output_dir={tmp_path / 'run'}",
-            "train.batch_size=8",
-            "train.lr=3e-3",
-            "train.warmup_ratio=0",
-            "train.log_every=1",
-            "train.progress=false",
-            "train.num_threads=1",
-            *extra,
-        ],
+    return tiny_run_config(
+        RewardConfig, tmp_path, model_dir, data, "train.lr=3e-3", "train.warmup_ratio=0", *extra
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import logged_losses, tiny_run_config
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from lmadapt.config import SFTConfig, load_config, save_config
@@ -16,36 +17,16 @@ from lmadapt.recipes import sft
 
 
 def _cfg(tmp_path: Path, model_dir: Path, data: Path, *extra: str) -> SFTConfig:
-    return load_config(
-        SFTConfig,
-        None,
-        [
-            f"model.path={model_dir}",
-            f"data.sources.0.path={data}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "data.max_length=64",
-            f"train.output_dir={tmp_path / 'run'}",
-            "train.batch_size=8",
-            "train.lr=3e-3",
-            "train.warmup_ratio=0.1",
-            "train.log_every=1",
-            "train.progress=false",
-            "train.num_threads=1",
-            *extra,
-        ],
+    return tiny_run_config(
+        SFTConfig, tmp_path, model_dir, data, "train.lr=3e-3", "train.warmup_ratio=0.1", *extra
     )
-
-
-def _losses(run_dir: Path) -> list[float]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
 
 
 def test_sft_tiny_llama_lowers_loss_and_saves_hf_model(tmp_path, tiny_llama_dir, write_reverse_data, caplog):
     data = write_reverse_data(tmp_path / "train.jsonl", 64)
     cfg = _cfg(tmp_path, tiny_llama_dir, data, "train.max_steps=30", f"data.eval_sources.0.path={data}")
     result = sft.run(cfg)
-    losses = _losses(result.out_dir)
+    losses = logged_losses(result.out_dir)
     assert len(losses) == 30 and losses[-1] < 0.7 * losses[0]
     # Plain transformers loads the output, with the chat template it was trained with.
     model = AutoModelForCausalLM.from_pretrained(result.out_dir)
@@ -69,7 +50,7 @@ def test_sft_tiny_llama_lowers_loss_and_saves_hf_model(tmp_path, tiny_llama_dir,
 def test_sft_tiny_t5_lowers_loss(tmp_path, tiny_t5_dir, write_reverse_data):
     data = write_reverse_data(tmp_path / "train.jsonl", 64)
     result = sft.run(_cfg(tmp_path, tiny_t5_dir, data, "train.max_steps=30"))
-    losses = _losses(result.out_dir)
+    losses = logged_losses(result.out_dir)
     assert losses[-1] < 0.7 * losses[0]
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(result.out_dir)
     assert reloaded.config.is_encoder_decoder

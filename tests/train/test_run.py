@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import tiny_run_config
 
-from lmadapt.config import SFTConfig, SourceConfig, TrainConfig, load_config, save_config
+from lmadapt.config import SFTConfig, TrainConfig, load_config, save_config
 from lmadapt.errors import ConfigError, DataError, LmadaptError
 from lmadapt.recipes import sft
 from lmadapt.train.checkpoint import latest_checkpoint
@@ -23,22 +24,8 @@ from lmadapt.train.run import RunComplete, start_run
 
 
 def _cfg(tmp_path: Path, model_dir: Path, data: Path, *extra: str) -> SFTConfig:
-    cfg = load_config(
-        SFTConfig,
-        None,
-        [
-            f"model.path={model_dir}",
-            f"train.output_dir={tmp_path / 'run'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "train.batch_size=4",
-            "train.lr=1e-3",
-            "train.progress=false",
-            "train.num_threads=1",
-            *extra,
-        ],
-    )
-    cfg.data.sources = [SourceConfig(path=str(data))]
-    return cfg
+    overrides = ("train.batch_size=4", "train.lr=1e-3", "train.log_every=10", "data.max_length=1024", *extra)
+    return tiny_run_config(SFTConfig, tmp_path, model_dir, data, *overrides)
 
 
 def test_start_run_writes_nothing_and_create_makes_the_directory(tmp_path):
