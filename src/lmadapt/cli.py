@@ -242,12 +242,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from lmadapt.eval.report import coverage_warning
     from lmadapt.recipes import evaluate
 
-    if not sys.stderr.isatty():
-        # transformers' loading bars would write carriage returns into log files. It reads this switch
-        # when imported (here, only once a model is loaded, so a refused flag is reported at once).
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        if "transformers" in sys.modules:
-            sys.modules["transformers"].utils.logging.disable_progress_bar()
     function, _, arguments, line = EVALS[args.eval_command]
     metrics = getattr(evaluate, function)(
         **{_dest(flags): getattr(args, _dest(flags)) for flags, _ in arguments}
@@ -330,6 +324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if not sys.stderr.isatty():
+        # transformers' loading/saving bars would write carriage returns into log files. It reads this
+        # switch when it is imported (lazily, once a model is loaded).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:  # already imported (main() called in-process)
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
