@@ -7,6 +7,11 @@ is scaled by 1/sqrt(dim). The heads of kinds that close a module (adapter up-pro
 LoRA's B) start at zero, so adapters and LoRA start as no-ops. Prefixes are closed by a learned gate
 instead (one per slot and attention head, the same for every instruction, starting at zero; see
 `hint.attention`), emitted with the generated modules as "<slot>.prefix_gate".
+
+Cost: the learned queries do not depend on the instruction, so they are projected once per pass, not
+once per instruction row; and attention rows shorter than `MIN_SOFTMAX_ROW` are padded with masked
+columns, because PyTorch's CPU softmax falls back to a scalar loop below one vector width (measured
+3-13x slower per element at 14 columns than at 16 here; see benchmarks/hint_step_cost.py).
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmadapt.hint.layout import Layout
 from lmadapt.hint.modules import ComponentKind, GeneratedModules, assemble
+
+MIN_SOFTMAX_ROW = 16  # AVX-512 floats per vector; shorter softmax rows take PyTorch's slow scalar path
 
 
 class CrossAttention(nn.Module):
@@ -34,18 +42,22 @@ class CrossAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
 
     def forward(self, queries: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """queries [B, Q, dim], states [B, T, source_dim], mask [B, T] (True = real token) -> [B, Q, dim]."""
-        batch, n_queries, dim = queries.shape
+        """queries [Q, dim] (shared by every row) or [B, Q, dim], states [B, T, source_dim], mask [B, T]
+        (True = real token) -> [B, Q, dim]."""
+        batch, length = states.shape[:2]
+        dim = self.q.out_features
         head_dim = dim // self.num_heads
 
         def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.view(batch, -1, self.num_heads, head_dim).transpose(1, 2)
+            return x.view(x.shape[0], -1, self.num_heads, head_dim).transpose(1, 2)
 
-        q, k, v = heads(self.q(queries)), heads(self.k(states)), heads(self.v(states))
+        q, k, v = heads(self.q(queries).expand(batch, -1, -1)), heads(self.k(states)), heads(self.v(states))
         scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(head_dim)
         scores = scores.masked_fill(~mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
-        mixed = torch.matmul(scores.softmax(dim=-1), v)
-        return self.o(mixed.transpose(1, 2).reshape(batch, n_queries, dim))
+        pad = max(0, MIN_SOFTMAX_ROW - length)  # masked columns: exp(min - max) is exactly 0
+        weights = F.pad(scores, (0, pad), value=torch.finfo(scores.dtype).min).softmax(dim=-1)
+        mixed = torch.matmul(weights[..., :length], v)
+        return self.o(mixed.transpose(1, 2).reshape(batch, -1, dim))
 
 
 class ParameterGenerator(nn.Module):
@@ -80,8 +92,7 @@ class ParameterGenerator(nn.Module):
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> GeneratedModules:
         """states [B, T, source_dim], mask [B, T] -> {"<slot>.<kind>": tensor with batch B}."""
         batch = states.shape[0]
-        queries = self.queries.to(states.dtype).unsqueeze(0).expand(batch, -1, -1)
-        attended = self.attention(queries, states, mask)
+        attended = self.attention(self.queries.to(states.dtype), states, mask)
         modules: GeneratedModules = {}
         start = 0
         for kind in self.kinds:
