@@ -2,7 +2,7 @@
 
     python benchmarks/hint_vs_concat.py [--steps 1200] [--out runs/bench-hint] [--threads 1]
 
-Both arms are the `lmadapt demo` stages (`demo.stage_sft`, `hint.stage_hint`): the same tiny Llama
+Both arms are the `lmadapt demo` stages (`stage_sft`, `stage_hint` of `lmadapt.demo`): the same tiny Llama
 built from the built-in suite's vocabulary, the same steps, batch size (32), learning rate and
 schedule, def+2pos prompts (the concatenation model reads them whole; HINT's hypernetwork reads the
 instruction, the underlying model only "Input: <x>. Output:"). They are then compared on the held-out
@@ -29,16 +29,17 @@ import torch
 
 from lmadapt.config import ModelConfig
 from lmadapt.data.superni import eval_instances
-from lmadapt.data.synthetic import build_suite, export_superni
 from lmadapt.data.tasks import PromptEncoding
 from lmadapt.data.templates import get_template
 from lmadapt.data.tokenize import encode_prompt, encode_text
+from lmadapt.demo.hint_stage import stage_hint
+from lmadapt.demo.stages import Context, DemoSettings, build_base_model, stage_sft
+from lmadapt.demo.suite import build_suite, export_superni
 from lmadapt.eval.flops import ModelShape, generation_flops
 from lmadapt.eval.generate import generate
 from lmadapt.eval.metrics import score
 from lmadapt.hint import load_hint_run, predict
 from lmadapt.models.load import load_model, load_tokenizer
-from lmadapt.recipes import demo, hint
 
 INSTANCES_PER_TASK = 100
 OTHER_SETS_INSTANCES = 5
@@ -79,7 +80,7 @@ def main() -> None:
     total_start = time.perf_counter()
 
     # The demo's model and optimiser; def+2pos prompts and a batch of 32 so both arms fit the time budget.
-    settings = demo.DemoSettings(
+    settings = DemoSettings(
         seed=args.seed,
         encoding="def+2pos",
         max_steps=args.steps,
@@ -98,15 +99,15 @@ def main() -> None:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=False)
-    ctx = demo.Context(
+    ctx = Context(
         out=out,
         settings=settings,
         suite=suite,
         suite_dir=export_superni(suite, out / "suite"),
-        base_model=demo.build_base_model(suite, settings, out / "base-model"),
+        base_model=build_base_model(suite, settings, out / "base-model"),
         encoding=PromptEncoding.parse("def+2pos"),
     )
-    stages = {"concat": demo.stage_sft(ctx), "hint": hint.stage_hint(ctx)}
+    stages = {"concat": stage_sft(ctx), "hint": stage_hint(ctx)}
 
     instances = eval_instances(suite.heldout_families, ctx.encoding)
     refs = [x.references for x in instances]

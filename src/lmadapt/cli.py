@@ -41,6 +41,10 @@ def cmd_recipe(args: argparse.Namespace) -> None:
     class_name, module_name, _ = RECIPES[args.command]
     # The config is checked before the recipe (and torch with it) is imported: config errors are instant.
     cfg = config.load_config(getattr(config, class_name), args.config, _recipe_overrides(args))
+    if args.command == "hint":  # `builtin` data and model: the demo's suite and tiny Llama (hint_demo.yaml)
+        from lmadapt.demo.builtin import resolve_builtin
+
+        cfg = resolve_builtin(cfg)
     recipe = importlib.import_module(f"lmadapt.recipes.{module_name}")
     from lmadapt.train.run import RunComplete
 
@@ -77,8 +81,8 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from lmadapt import demo
     from lmadapt.config import load_config
-    from lmadapt.recipes import demo
 
     settings = load_config(demo.DemoSettings, None, args.overrides)
     report = demo.run(out_root=args.out, settings=settings)

@@ -363,7 +363,8 @@ class HypernetworkConfig:
 class HintDataConfig:
     """Task-structured data in the SuperNI layout: a natural-instructions clone or the built-in suite."""
 
-    superni: str = ""  # clone root (tasks/, splits/); "builtin" generates the synthetic suite in the run
+    # Clone root (tasks/, splits/); the `lmadapt hint` command also takes "builtin" (lmadapt.demo.builtin).
+    superni: str = ""
     split: str = "default"  # a split under <superni>/splits/ or a task-list file; its train tasks are used
     encoding: str = "def+2pos"  # what the hypernetwork reads; the underlying model sees only the instance
     max_instances_per_task: int = 100

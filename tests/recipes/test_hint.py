@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from lmadapt.config import (
@@ -18,12 +17,11 @@ from lmadapt.config import (
     save_config,
 )
 from lmadapt.data.superni import load_superni
-from lmadapt.data.synthetic import FAMILIES, build_suite, export_superni
-from lmadapt.data.tasks import PromptEncoding
+from lmadapt.demo.suite import FAMILIES, build_suite, export_superni
 from lmadapt.errors import ConfigError
 from lmadapt.hint import is_hint_run, load_hint_run, load_modules, predict
 from lmadapt.hint.run import HYPERNETWORK_FILE, MODEL_DIR
-from lmadapt.recipes import demo, hint
+from lmadapt.recipes import hint
 from lmadapt.store import MANIFEST, open_entry
 
 SMALL = HypernetworkConfig(adapter_size=4, prefix_length=2)
@@ -123,42 +121,6 @@ def test_compile_from_a_task_file_or_an_instruction_with_examples(tiny_llama_dir
     assert "Positive Example 2 -" in from_text.instruction and from_text.path != from_task.path
     with pytest.raises(ConfigError):
         hint.run_compile(run_dir, tmp_path / "compiled", task=task, instruction="x")
-
-
-def test_demo_stage_matches_the_sft_budget_and_reports_compute(tmp_path, monkeypatch):
-    # The engine uses one thread per core by default; on a shared CPU two threads contend.
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
-    settings = demo.DemoSettings(
-        max_steps=2,
-        train_instances=4,
-        eval_instances=2,
-        hidden_size=32,
-        num_layers=1,
-        batch_size=4,
-        max_new_tokens=4,
-    )
-    suite = build_suite(train_instances=4, eval_instances=2, families=(FAMILIES[0], FAMILIES[-1]))
-    ctx = demo.Context(
-        out=tmp_path,
-        settings=settings,
-        suite=suite,
-        suite_dir=export_superni(suite, tmp_path / "suite"),
-        base_model=demo.build_base_model(suite, settings, tmp_path / "base"),
-        encoding=PromptEncoding.parse("def+2pos"),
-    )
-    result = hint.stage_hint(ctx)
-    assert result.name == "hint" and set(result.scores) == set(demo.EVAL_SETS)
-    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    assert saved["model"]["path"] == str(ctx.base_model)
-    assert (saved["train"]["max_steps"], saved["train"]["batch_size"], saved["train"]["lr"]) == (
-        2,
-        4,
-        settings.lr,
-    )
-    assert result.extra["concatenation_over_hint_flops"]["heldout_families"] > 1
-    assert result.extra["flops_per_instance"]["heldout_families"] > 0
-    run = load_hint_run(result.run_dir)
-    assert run.settings.template == "tulu"
 
 
 def test_eval_superni_on_a_hint_run_uses_compiled_modules(tiny_llama_dir, suite_dir, tmp_path):

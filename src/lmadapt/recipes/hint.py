@@ -1,5 +1,5 @@
 """HINT: `lmadapt hint CONFIG [key=value ...]` trains a hypernetwork with its underlying model;
-`lmadapt compile` turns an instruction into a module file; `stage_hint` is the demo's HINT stage.
+`lmadapt compile` turns an instruction into a module file.
 
 Training:
 1. Load the underlying model and wrap it with a hypernetwork (`HintModel`, one module for the engine).
@@ -8,15 +8,12 @@ Training:
 3. Finetune on the train tasks of a SuperNI-layout split: the hypernetwork reads each task's
    instruction (definition + demonstrations), the underlying model only the instance.
 4. Save the run (layout in `lmadapt.hint.run`); `lmadapt.hint.load_hint_run(RUN)` loads it back.
-`data.superni: builtin` generates the synthetic suite in the run and `model.path: builtin` builds the
-demo's tiny Llama on its vocabulary, so a config can run with nothing on disk.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -25,17 +22,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmadapt.config import (
-    HintConfig,
-    HintDataConfig,
-    HintTrainConfig,
-    HypernetworkConfig,
-    ModelConfig,
-)
-from lmadapt.data.superni import eval_instances, load_split_tasks
+from lmadapt.config import HintConfig
+from lmadapt.data.superni import load_split_tasks
 from lmadapt.data.tasks import Demonstration, PromptEncoding, Task, encode_instruction, load_task_json
 from lmadapt.errors import ConfigError, DataError
-from lmadapt.eval.metrics import score
 from lmadapt.hint.cache import compile_instruction, instruction_key, load_modules
 from lmadapt.hint.data import (
     HintDataset,
@@ -47,11 +37,9 @@ from lmadapt.hint.data import (
 )
 from lmadapt.hint.export import export_peft
 from lmadapt.hint.model import HintModel
-from lmadapt.hint.predict import predict
 from lmadapt.hint.run import RunSettings, load_hint_run, save_hint_run
 from lmadapt.models.load import load_model, load_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
-from lmadapt.recipes.demo_stages import Context, DemoSettings, StageResult, build_base_model, training_budget
 from lmadapt.store import CorruptEntry, open_entry, write_entry
 from lmadapt.train.checkpoint import trainable_state
 from lmadapt.train.loop import FitResult, fit
@@ -63,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lmadapt")
 
-BUILTIN = "builtin"
 PRETRAINED = "pretrained"  # store entry: trainable weights after pretraining, for resuming into finetuning
 PRETRAINED_KIND = "hint-pretrained"
 
@@ -80,11 +67,8 @@ def run(cfg: HintConfig) -> HintResult:
     if cfg.model.lora.enabled:
         raise ConfigError("model.lora: HINT generates its own LoRA weights; use hint.modules: [lora] instead")
     if not cfg.data.superni:
-        raise ConfigError("data.superni is not set: a natural-instructions clone, or 'builtin'")
+        raise ConfigError("data.superni is not set: a natural-instructions clone in the SuperNI layout")
     run = start_run(cfg, cfg.train, has_eval_data=cfg.data.eval_instances_per_task > 0)
-    if BUILTIN in (cfg.data.superni, cfg.model.path):
-        run.create()  # the built-in suite and model are generated inside the run directory
-        cfg = _materialize_builtins(cfg, run.out)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     underlying, _ = load_model(cfg.model, run.device)
     # chatml's markers become special tokens: the embeddings grow to hold them before HINT wraps the model
@@ -189,28 +173,6 @@ def pretrain(
         write_entry(stage / PRETRAINED, PRETRAINED_KIND, 1, write_files, replace=True)
 
 
-def _materialize_builtins(cfg: HintConfig, out: Path) -> HintConfig:
-    """Generate the synthetic suite (data.superni: builtin) and the demo's Llama (model.path: builtin)."""
-    if cfg.data.superni != BUILTIN:
-        raise ConfigError(
-            "model.path: builtin needs data.superni: builtin (its vocabulary comes from the suite)"
-        )
-    from lmadapt.data.synthetic import build_suite, export_superni
-
-    d = cfg.data
-    suite = build_suite(
-        seed=d.seed,
-        train_instances=d.max_instances_per_task,
-        eval_instances=max(d.eval_instances_per_task, 1),
-    )
-    data = replace(d, superni=str(export_superni(suite, out / "suite")))
-    model = cfg.model
-    if model.path == BUILTIN:
-        path = build_base_model(suite, DemoSettings(seed=cfg.train.seed), out / "base-model")
-        model = replace(model, path=str(path), tokenizer="")
-    return replace(cfg, data=data, model=model)
-
-
 # ---------------------------------------------------------------------------------------------
 # Compiling instructions
 
@@ -289,63 +251,3 @@ def read_demonstrations(path: str | Path) -> list[Demonstration]:
                 raise DataError(path, number, field_name, "expected a string")
         demos.append(Demonstration(record["input"], record["output"]))
     return demos
-
-
-# ---------------------------------------------------------------------------------------------
-# The demo's HINT stage
-
-DEMO_MODULES = HypernetworkConfig(adapter_size=32, prefix_length=8)
-
-
-def stage_hint(ctx: Context) -> StageResult:
-    """HINT at the SFT stage's underlying model and training budget (steps, batch, schedule), evaluated on
-    the same three sets with compiled modules; FLOPs and wall time per instance go to `extra`."""
-    s = ctx.settings
-    cfg = HintConfig(
-        model=ModelConfig(path=str(ctx.base_model)),
-        hint=DEMO_MODULES,
-        data=HintDataConfig(
-            superni=str(ctx.suite_dir),
-            encoding=str(ctx.encoding),
-            max_instances_per_task=s.train_instances,
-            template="tulu",
-            instance_format="compact",  # the tiny model matches the demonstrations' "Input: Output:" frame
-            max_input_length=192,
-            max_target_length=64,
-            seed=s.seed,
-        ),
-        train=HintTrainConfig(**training_budget(ctx, "hint")),  # the SFT stage's, field for field
-    )
-    start = time.perf_counter()
-    result = run(cfg)
-    seconds = time.perf_counter() - start
-    hint_run = load_hint_run(result.out_dir)
-    scores, per_family, flops, seconds_per_instance = {}, {}, {}, {}
-    for set_name, tasks in ctx.suite.eval_sets().items():
-        instances = eval_instances(tasks, ctx.encoding)
-        predicted = predict(hint_run, instances, max_new_tokens=s.max_new_tokens, batch_size=64)
-        refs = [x.references for x in instances]
-        scored = score(predicted.predictions, refs, categories=[x.category for x in instances])["default"]
-        scores[set_name] = {"exact_match": scored["exact_match"], "rougeL": scored["rougeL"]}
-        per_family[set_name] = {
-            k.removeprefix("exact_match_for_"): v
-            for k, v in scored["per_category"].items()
-            if k.startswith("exact_match_for_")
-        }
-        flops[set_name] = predicted.flops
-        seconds_per_instance[set_name] = predicted.seconds / len(instances)
-    return StageResult(
-        name="hint",
-        description=f"HINT: the hypernetwork reads the instruction once per task ({ctx.encoding})",
-        scores=scores,
-        per_family=per_family,
-        train_seconds=seconds,
-        trained_tokens=result.fit.state.trained_tokens,
-        run_dir=result.out_dir,
-        extra={
-            "flops": flops,
-            "flops_per_instance": {k: v["hint"]["per_instance"] for k, v in flops.items()},
-            "concatenation_over_hint_flops": {k: v["concatenation_over_hint"] for k, v in flops.items()},
-            "seconds_per_instance": seconds_per_instance,
-        },
-    )

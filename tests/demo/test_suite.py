@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from lmadapt.data.synthetic import FAMILIES, NUMBER_WORDS, build_suite, export_superni
 from lmadapt.data.tasks import load_task_json
+from lmadapt.demo.suite import FAMILIES, NUMBER_WORDS, build_suite, export_superni
 
 # Independent reference answers for a sample of families (input and output are space-separated items).
 REFERENCE = {

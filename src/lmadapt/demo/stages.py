@@ -1,8 +1,10 @@
-"""Pieces shared by the demo's stages: settings, the context they share, their results, the
-SFT (concatenation) stage, and evaluation through `lmadapt eval superni`.
+"""Pieces shared by the demo's stages: settings, the context they share, their results, the base
+model, the SFT (concatenation) stage, and the one way every stage is timed and scored.
 
-A stage is a function `Context -> StageResult`; `recipes/demo.py` runs them in order, and a stage
-can read the results of the stages before it from `ctx.results`.
+A stage is a function `Context -> StageResult` that builds a config for a public recipe
+(`lmadapt.recipes.sft|hint|dpo`), trains it with `timed_run` and scores the saved run with
+`evaluate_run` (`lmadapt eval superni` on each evaluation set). `demo.run` schedules them; a stage
+reads the results of the stages it needs from `ctx.results`.
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from lmadapt.config import DataConfig, ModelConfig, SFTConfig, SourceConfig, TrainConfig
-from lmadapt.data.synthetic import EVAL_SETS, Suite
 from lmadapt.data.tasks import PromptEncoding, Task, encode_prompt, task_to_json
+from lmadapt.demo.suite import EVAL_SETS, Suite
 from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
 from lmadapt.recipes import sft
 from lmadapt.recipes.evaluate import run_superni
@@ -30,9 +33,9 @@ log = logging.getLogger("lmadapt")
 class DemoSettings:
     """Everything the demo decides, in one place (saved with the report; `lmadapt demo key=value`).
 
-    Tuned so a 1.1M-parameter Llama trained from scratch learns the training families in about
-    four minutes on two CPU cores: one-token words, the compact def encoding (~25 tokens per
-    example), tied embeddings, lr 1e-3 with cosine decay to a tenth.
+    Tuned so a 1.1M-parameter Llama trained from scratch learns the training families in a few
+    minutes on one CPU core: one-token words, the compact def encoding (~25 tokens per example),
+    tied embeddings, lr 1e-3 with cosine decay to a tenth.
     """
 
     seed: int = 0
@@ -49,8 +52,10 @@ class DemoSettings:
     max_steps: int = 1200
     warmup_steps: int = 100
     # Measured on 2 cores: 1 thread ~9k tokens/s whatever else runs; 2 threads ~16k on an idle machine
-    # but 0.3-2.4k while another process holds a core. 1 is the safe default; num_threads=2 when idle.
+    # but 0.3-2.4k while another process holds a core. So each stage gets one thread, and independent
+    # stages (SFT and HINT) run side by side in `workers` processes: both cores, no contention collapse.
     num_threads: int = 1
+    workers: int = 2
     max_new_tokens: int = 16
     dpo_pairs_per_task: int = 8
     dpo_steps: int = 60
@@ -78,10 +83,13 @@ class StageResult:
     description: str
     scores: dict[str, dict[str, float]]  # eval set -> {"exact_match", "rougeL"}
     per_family: dict[str, dict[str, float]] = field(default_factory=dict)  # eval set -> family -> EM
-    train_seconds: float = 0.0
-    trained_tokens: int = 0  # trained tokens (SFT) or pairs (DPO) seen
+    train_seconds: float = 0.0  # the recipe's `run(cfg)`, loading and saving included (`timed_run`)
+    trained_tokens: int = 0  # tokens the loss was computed on (DPO: chosen and rejected replies)
     run_dir: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # eval set -> measure -> value, from `evaluate_run` ("flops per instance", "seconds per instance")
+    per_set: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # sentences for the report, each saying what it counts
+    extra: dict[str, Any] = field(default_factory=dict)  # machine-readable details for results.json
 
 
 def chat_example(task: Task, instance_input: str, answer: str, encoding: PromptEncoding) -> dict[str, Any]:
@@ -98,27 +106,59 @@ def write_chat_jsonl(tasks: list[Task], encoding: PromptEncoding, path: Path) ->
     return path
 
 
-def evaluate_run(model_dir: Path, ctx: Context, out: Path) -> tuple[dict, dict, dict]:
-    """Score a saved model on the three evaluation sets through `lmadapt eval superni`.
+@dataclass
+class Evaluation:
+    scores: dict[str, dict[str, float]]  # eval set -> {"exact_match", "rougeL"}
+    per_family: dict[str, dict[str, float]]  # eval set -> family -> exact match
+    per_set: dict[str, dict[str, float]]  # eval set -> {"flops per instance", "seconds per instance"}
+    flops: dict[str, Any]  # eval set -> metrics.json["flops"]
 
-    Returns (set -> {"exact_match", "rougeL"}, set -> family -> exact match, set -> FLOPs record).
+
+def evaluate_run(run_dir: Path, ctx: Context, out: Path) -> Evaluation:
+    """Score a saved run (a Hugging Face model or a HINT run) on the three evaluation sets through
+    `lmadapt eval superni`, the same way for every stage.
+
+    Seconds per instance: wall time of the whole evaluation call (loading, prompt encoding, HINT's
+    module compilation, generation, scoring) over the set's instances. FLOPs per instance: the analytic
+    inference cost of how the run reads its prompts (concatenated instruction + input; HINT: one
+    hypernetwork pass per task amortised over its instances, then the input alone).
     """
-    scores, per_family, flops = {}, {}, {}
+    evaluation = Evaluation({}, {}, {}, {})
     for set_name in EVAL_SETS:
+        start = time.perf_counter()
         metrics = run_superni(
             ctx.suite_dir,
             out / set_name,
             split=str(ctx.suite_dir / "splits" / "default" / f"{set_name}_tasks.txt"),
             encoding=str(ctx.encoding),
-            model=str(model_dir),
+            model=str(run_dir),
             max_instances=None,
             batch_size=64,
             max_new_tokens=ctx.settings.max_new_tokens,
         )
-        scores[set_name] = {k: metrics["overall"][k] for k in ("exact_match", "rougeL")}
-        per_family[set_name] = {fam: m["exact_match"] for fam, m in metrics["per_category"].items()}
-        flops[set_name] = metrics.get("flops")
-    return scores, per_family, flops
+        seconds = time.perf_counter() - start
+        flops = metrics.get("flops") or {}
+        evaluation.scores[set_name] = {k: metrics["overall"][k] for k in ("exact_match", "rougeL")}
+        evaluation.per_family[set_name] = {
+            fam: m["exact_match"] for fam, m in metrics["per_category"].items()
+        }
+        evaluation.flops[set_name] = flops
+        measures = {"seconds per instance": seconds / metrics["overall"]["num_instances"]}
+        processing = "hint" if "hint" in flops else "concatenation"
+        if processing in flops:
+            measures["flops per instance"] = float(flops[processing]["per_instance"])
+        evaluation.per_set[set_name] = measures
+    return evaluation
+
+
+R = TypeVar("R")
+
+
+def timed_run(run: Callable[[Any], R], cfg: Any) -> tuple[R, float]:
+    """`run(cfg)` of a recipe and its wall time: how every stage's training is timed."""
+    start = time.perf_counter()
+    result = run(cfg)
+    return result, time.perf_counter() - start
 
 
 def training_budget(ctx: Context, name: str) -> dict[str, Any]:
@@ -134,6 +174,7 @@ def training_budget(ctx: Context, name: str) -> dict[str, Any]:
         "warmup_ratio": s.warmup_steps / s.max_steps,
         "min_lr_ratio": s.min_lr_ratio,
         "num_threads": s.num_threads,
+        "progress": s.workers <= 1,  # side-by-side stages log lines; two live bars would interleave
         "schedule": "cosine",
         "weight_decay": 0.0,
         "log_every": 10,
@@ -161,26 +202,18 @@ def stage_sft(ctx: Context) -> StageResult:
         ),
         train=TrainConfig(**training_budget(ctx, "sft"), eval_every=max(1, s.max_steps // 5)),
     )
-    start = time.perf_counter()
-    result = sft.run(cfg)
-    seconds = time.perf_counter() - start
-    scores, per_family, flops = evaluate_run(result.out_dir, ctx, ctx.out / "eval" / "sft")
+    result, seconds = timed_run(sft.run, cfg)
+    evaluation = evaluate_run(result.out_dir, ctx, ctx.out / "eval" / "sft")
     return StageResult(
         name="sft",
         description=f"SFT, instruction concatenated with each input ({ctx.encoding})",
-        scores=scores,
-        per_family=per_family,
+        scores=evaluation.scores,
+        per_family=evaluation.per_family,
         train_seconds=seconds,
         trained_tokens=result.fit.state.trained_tokens,
         run_dir=result.out_dir,
-        extra={
-            "flops": flops,
-            "flops_per_instance": {
-                k: float(v["concatenation"]["per_instance"])
-                for k, v in flops.items()
-                if v and "concatenation" in v
-            },
-        },
+        per_set=evaluation.per_set,
+        extra={"flops": evaluation.flops},
     )
 
 

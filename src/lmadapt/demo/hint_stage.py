@@ -1,0 +1,43 @@
+"""The demo's HINT stage: `lmadapt hint` at the SFT stage's underlying model and training budget."""
+
+from __future__ import annotations
+
+from lmadapt.config import HintConfig, HintDataConfig, HintTrainConfig, HypernetworkConfig, ModelConfig
+from lmadapt.demo.stages import Context, StageResult, evaluate_run, timed_run, training_budget
+from lmadapt.recipes import hint
+
+DEMO_MODULES = HypernetworkConfig(adapter_size=32, prefix_length=8)
+
+
+def stage_hint(ctx: Context) -> StageResult:
+    """HINT with the SFT stage's steps, batch and schedule; scored like every stage (compiled modules
+    through `eval superni`), so its FLOPs and seconds per instance sit next to concatenation's."""
+    s = ctx.settings
+    cfg = HintConfig(
+        model=ModelConfig(path=str(ctx.base_model)),
+        hint=DEMO_MODULES,
+        data=HintDataConfig(
+            superni=str(ctx.suite_dir),
+            encoding=str(ctx.encoding),
+            max_instances_per_task=s.train_instances,
+            template="tulu",
+            instance_format="compact",  # the tiny model matches the demonstrations' "Input: Output:" frame
+            max_input_length=192,
+            max_target_length=64,
+            seed=s.seed,
+        ),
+        train=HintTrainConfig(**training_budget(ctx, "hint")),  # the SFT stage's, field for field
+    )
+    result, seconds = timed_run(hint.run, cfg)
+    evaluation = evaluate_run(result.out_dir, ctx, ctx.out / "eval" / "hint")
+    return StageResult(
+        name="hint",
+        description=f"HINT: the hypernetwork reads the instruction once per task ({ctx.encoding})",
+        scores=evaluation.scores,
+        per_family=evaluation.per_family,
+        train_seconds=seconds,
+        trained_tokens=result.fit.state.trained_tokens,
+        run_dir=result.out_dir,
+        per_set=evaluation.per_set,
+        extra={"flops": evaluation.flops},
+    )
