@@ -27,8 +27,8 @@ def test_hint_stage_uses_the_sft_budget_and_is_scored_by_eval_superni(demo_conte
         assert result.scores[set_name]["exact_match"] == metrics["overall"]["exact_match"]
         assert metrics["run"]["model"] == str(result.run_dir)
         hint_flops = metrics["flops"]["hint"]
-        assert result.per_set[set_name]["flops per instance"] == hint_flops["per_instance"]
-        assert result.per_set[set_name]["seconds per instance"] > 0
+        assert result.per_set[set_name]["inference FLOPs per instance"] == hint_flops["per_instance"]
+        assert result.per_set[set_name]["eval seconds per instance"] > 0
     assert result.trained_tokens == result_tokens(result.run_dir)
     # Compiled modules: the hypernetwork read each evaluation task's instruction once.
     tasks = sum(len(tasks) for tasks in ctx.suite.eval_sets().values())

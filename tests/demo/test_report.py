@@ -19,12 +19,12 @@ def test_training_line_gives_time_per_trained_token():
 
 
 def test_stage_section_shows_measures_per_set_and_notes_without_nan():
-    per_set = {EVAL_SETS[0]: {"flops per instance": 1.5e6, "seconds per instance": 0.25}}
+    per_set = {EVAL_SETS[0]: {"inference FLOPs per instance": 1.5e6, "eval seconds per instance": 0.25}}
     lines = stage_section(_result(per_set=per_set, notes=["Pairs: 5 for training."]), Path("/x"))
     text = "\n".join(lines)
-    assert f"| inference, per instance | {' | '.join(EVAL_SETS)} |" in text
-    assert "| flops per instance | 1.5e+06 | - | - |" in text
-    assert "| seconds per instance | 0.25 | - | - |" in text
+    assert f"| per instance | {' | '.join(EVAL_SETS)} |" in text
+    assert "| inference FLOPs per instance | 1.5e+06 | - | - |" in text
+    assert "| eval seconds per instance | 0.25 | - | - |" in text
     assert "Pairs: 5 for training." in text and "nan" not in text
 
 

@@ -22,7 +22,7 @@ def test_demo_end_to_end_with_stages_side_by_side(tmp_path, tiny_settings):
         for set_name in demo.EVAL_SETS:
             metrics = json.loads((out / "eval" / r["name"] / set_name / "metrics.json").read_text())
             assert r["scores"][set_name]["exact_match"] == metrics["overall"]["exact_match"]
-            assert r["per_set"][set_name]["seconds per instance"] > 0
+            assert r["per_set"][set_name]["eval seconds per instance"] > 0
         assert r["train_seconds"] > 0 and r["trained_tokens"] > 0
         cells = " | ".join(
             f"{r['scores'][s][k]:.1f}" for s in demo.EVAL_SETS for k in ("exact_match", "rougeL")

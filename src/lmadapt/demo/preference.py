@@ -163,8 +163,8 @@ def stage_dpo(ctx: Context) -> StageResult:
         per_set=evaluation.per_set,
         notes=[
             f"Pairs: {len(train)} for training, {pairs_seen} seen in {result.fit.state.step} steps of "
-            f"{s.dpo_batch_size} ({pairs_seen / max(1, len(train)):.1f} passes); {len(held)} held out "
-            "(held-out instances of the training tasks).",
+            f"{s.dpo_batch_size} ({pairs_seen / max(1, len(train)):.2g} passes over them); "
+            f"{len(held)} held out (held-out instances of the training tasks).",
             f"Rejected reply is the SFT model's own wrong answer (sampled at temperature 1): "
             f"{100 * own_train:.0f}% of training pairs, {100 * own_held:.0f}% of held-out pairs; "
             "the others are near-misses of the correct answer.",

@@ -43,7 +43,7 @@ def stage_section(r: StageResult, out: Path) -> list[str]:
             [m] + [f"{r.per_set[s][m]:.4g}" if m in r.per_set.get(s, {}) else "-" for s in EVAL_SETS]
             for m in measures
         ]
-        lines += ["", *_table(["inference, per instance", *EVAL_SETS], rows)]
+        lines += ["", *_table(["per instance", *EVAL_SETS], rows)]
     if r.notes:
         lines += ["", *r.notes]
     if r.run_dir is not None and (r.run_dir / "loss.png").exists():

@@ -86,7 +86,7 @@ class StageResult:
     train_seconds: float = 0.0  # the recipe's `run(cfg)`, loading and saving included (`timed_run`)
     trained_tokens: int = 0  # tokens the loss was computed on (DPO: chosen and rejected replies)
     run_dir: Path | None = None
-    # eval set -> measure -> value, from `evaluate_run` ("flops per instance", "seconds per instance")
+    # eval set -> measure -> value, from `evaluate_run` (inference FLOPs and eval seconds per instance)
     per_set: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # sentences for the report, each saying what it counts
     extra: dict[str, Any] = field(default_factory=dict)  # machine-readable details for results.json
@@ -110,7 +110,7 @@ def write_chat_jsonl(tasks: list[Task], encoding: PromptEncoding, path: Path) ->
 class Evaluation:
     scores: dict[str, dict[str, float]]  # eval set -> {"exact_match", "rougeL"}
     per_family: dict[str, dict[str, float]]  # eval set -> family -> exact match
-    per_set: dict[str, dict[str, float]]  # eval set -> {"flops per instance", "seconds per instance"}
+    per_set: dict[str, dict[str, float]]  # eval set -> measure -> value (see `evaluate_run`)
     flops: dict[str, Any]  # eval set -> metrics.json["flops"]
 
 
@@ -143,10 +143,10 @@ def evaluate_run(run_dir: Path, ctx: Context, out: Path) -> Evaluation:
             fam: m["exact_match"] for fam, m in metrics["per_category"].items()
         }
         evaluation.flops[set_name] = flops
-        measures = {"seconds per instance": seconds / metrics["overall"]["num_instances"]}
+        measures = {"eval seconds per instance": seconds / metrics["overall"]["num_instances"]}
         processing = "hint" if "hint" in flops else "concatenation"
         if processing in flops:
-            measures["flops per instance"] = float(flops[processing]["per_instance"])
+            measures["inference FLOPs per instance"] = float(flops[processing]["per_instance"])
         evaluation.per_set[set_name] = measures
     return evaluation
 
