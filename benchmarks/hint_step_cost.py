@@ -2,6 +2,10 @@
 
     python benchmarks/hint_step_cost.py [--steps 12] [--rounds 3] [--instances 50] [--profile]
 
+Three arms: `sft`, `hint`, and `hint_unfixed`, HINT with the generator's cross-attention as it was
+before it projected its learned queries once per pass and padded short softmax rows (`UnfixedAttention`
+below, same weights and outputs), so the effect of that change is measured in the same process.
+
 Both arms train the demo's tiny Llama (built from `DemoSettings`, one thread) on the same batches of
 the same examples, as the demo's stages encode them: SFT reads the def+compact prompt concatenated
 with the input; HINT's hypernetwork reads the instruction (once per distinct instruction in a batch)
@@ -9,13 +13,15 @@ and the model reads the compact instance. A step is forward, backward and an Ada
 tokens (the reply tokens the loss is computed on) are the same for both arms. The arms alternate for
 `--rounds` rounds and each keeps its best round, so a load that comes and goes penalises neither.
 `--profile` prints each arm's top operators (torch.profiler, self CPU time). The last line is one JSON
-object: milliseconds per trained token of each arm and `hint_over_sft`.
+object: milliseconds per trained token of each arm, `hint_over_sft` and `hint_unfixed_over_sft`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import random
 import tempfile
 import time
@@ -33,11 +39,31 @@ from lmadapt.demo.hint_stage import DEMO_MODULES
 from lmadapt.demo.stages import DemoSettings, build_base_model
 from lmadapt.demo.suite import build_suite
 from lmadapt.hint.data import collate_hint, instance_template, task_dataset
+from lmadapt.hint.generator import CrossAttention
 from lmadapt.hint.model import HintModel
 from lmadapt.models.load import load_model, load_tokenizer
 from lmadapt.train.objectives import LanguageModelling
 
 Arm = tuple[torch.nn.Module, LanguageModelling, list[dict[str, torch.Tensor]]]
+
+
+class UnfixedAttention(CrossAttention):
+    """The earlier forward: the shared queries are expanded to every instruction row and projected per
+    row, and the softmax runs over the instruction length as it is (PyTorch's scalar path below 16)."""
+
+    def forward(self, queries: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, n_queries, dim = states.shape[0], queries.shape[-2], queries.shape[-1]
+        head_dim = dim // self.num_heads
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, -1, self.num_heads, head_dim).transpose(1, 2)
+
+        rows = queries.expand(batch, -1, -1)
+        q, k, v = heads(self.q(rows)), heads(self.k(states)), heads(self.v(states))
+        scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(head_dim)
+        scores = scores.masked_fill(~mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
+        mixed = torch.matmul(scores.softmax(dim=-1), v)
+        return self.o(mixed.transpose(1, 2).reshape(batch, n_queries, dim))
 
 
 def build_arms(base: Path, settings: DemoSettings, instances: int, steps: int) -> dict[str, Arm]:
@@ -78,8 +104,20 @@ def build_arms(base: Path, settings: DemoSettings, instances: int, steps: int) -
     underlying, _ = load_model(ModelConfig(path=str(base)))
     hint_model = HintModel(underlying, DEMO_MODULES)
     hint = [collate_hint([hint_data.examples[i] for i in b], hint_data.instructions, pad) for b in batches]
+    unfixed = copy.deepcopy(hint_model)
+    unfixed.generator.attention.__class__ = UnfixedAttention
+    with torch.no_grad():  # the same function: only the cost differs
+        ids, mask = hint[0]["instruction_ids"], hint[0]["instruction_mask"]
+        states, _ = hint_model.encode_instruction(ids, mask)
+        queries = hint_model.generator.queries
+        expected = hint_model.generator.attention(queries, states, mask)
+        torch.testing.assert_close(unfixed.generator.attention(queries, states, mask), expected)
     objective = LanguageModelling("causal")
-    return {"sft": (sft_model, objective, sft), "hint": (hint_model, objective, hint)}
+    return {
+        "sft": (sft_model, objective, sft),
+        "hint": (hint_model, objective, hint),
+        "hint_unfixed": (unfixed, objective, hint),
+    }
 
 
 def time_round(arm: Arm) -> tuple[float, int]:
@@ -118,7 +156,9 @@ def main() -> None:
                 best[name] = (seconds, tokens)
     result = {f"{name}_ms_per_trained_token": 1e3 * s / t for name, (s, t) in best.items()}
     result["trained_tokens_per_step"] = best["sft"][1] / args.steps
-    result["hint_over_sft"] = result["hint_ms_per_trained_token"] / result["sft_ms_per_trained_token"]
+    sft = result["sft_ms_per_trained_token"]
+    for name in ("hint", "hint_unfixed"):
+        result[f"{name}_over_sft"] = result[f"{name}_ms_per_trained_token"] / sft
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
