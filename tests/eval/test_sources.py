@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 
 from lmadapt.errors import ConfigError
-from lmadapt.eval.sources import HeuristicSource, HintSource, ModelSource, PredictionsFile, superni_source
+from lmadapt.eval.sources import HeuristicSource, ModelSource, PredictionsFile
 from lmadapt.hint.run import FORMAT, HINT_FILE
+from lmadapt.hint.source import HintSource
+from lmadapt.recipes.evaluate import run_gsm8k, superni_source
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def test_each_source_gets_the_settings_it_can_honour(hint_run: Path) -> None:
 
 def test_a_hint_run_is_no_plain_model(hint_run: Path) -> None:
     with pytest.raises(ConfigError, match=r"is a HINT run: .* only `lmadapt eval superni`"):
-        ModelSource(str(hint_run)).uses_chat_template()  # the first use loads the model
+        run_gsm8k("unused.jsonl", "unused-out", model=str(hint_run))
 
 
 def test_a_hint_run_is_read_in_its_training_encoding_unless_asked(hint_run: Path) -> None:

@@ -5,25 +5,23 @@ Each source is an object that owns its settings and answers for itself:
 - `ModelSource`: a local Hugging Face directory. Any evaluation uses it through `encoder` (prompt text to
   ids, through the model's chat template per its `chat_template` setting, `eval.prompts`), then
   `generate` (greedy continuations) or `score` (log-probability of replies after prompts).
-- `HintSource`: a run from `lmadapt hint`; it reads each instruction once (compiled modules) and the
-  instance input with its own training template and format, in its training encoding unless asked
-  for another.
+- `lmadapt.hint.source.HintSource`: a run from `lmadapt hint` (it lives with HINT, which builds on eval).
 - `HeuristicSource`: a model-free SuperNI baseline (`eval.predictors`).
 - `PredictionsFile`: a JSONL file of {"id", "prediction"}; ids it lacks are missing predictions.
 
-`superni_source` builds the source a command asks for and refuses a setting the source cannot honour,
-so nothing a user passes is silently ignored. Heavy libraries (torch, transformers) are imported only
-when a model is used, so a refused setting is reported at once. A new evaluation writes its prompts and
-its scorer and calls `ModelSource.generate` / `score` (or reads a `PredictionsFile` by its ids).
+`recipes.evaluate.superni_source` builds the source a command asks for and refuses a setting the source
+cannot honour, so nothing a user passes is silently ignored. Heavy libraries (torch, transformers) are
+imported only when a model is used, so a refused setting is reported at once. A new evaluation writes
+its prompts and its scorer and calls `ModelSource.generate` / `score` (or reads a `PredictionsFile` by
+its ids).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from lmadapt.config import ModelConfig
@@ -86,21 +84,15 @@ class ModelSource:
             raise ConfigError(
                 f"chat_template {self.chat_template!r}: expected one of {', '.join(CHAT_TEMPLATE_MODES)}"
             )
-        _check_positive("batch_size", self.batch_size)
-        _check_positive("max_new_tokens", self.max_new_tokens)
+        check_positive("batch_size", self.batch_size)
+        check_positive("max_new_tokens", self.max_new_tokens)
 
     @functools.cached_property
     def _loaded(self) -> tuple[Any, PromptEncoder]:
         import torch
 
-        from lmadapt.hint.run import is_hint_run
         from lmadapt.models.load import load_model, load_tokenizer
 
-        if is_hint_run(self.path):
-            raise ConfigError(
-                f"{self.path} is a HINT run: it predicts from an instruction and an input, which only "
-                "`lmadapt eval superni` gives it"
-            )
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         tokenizer = load_tokenizer(self.path)
         model, kind = load_model(ModelConfig(path=self.path), device)
@@ -182,48 +174,6 @@ class ModelSource:
 
 
 # ---------------------------------------------------------------------------------------------
-# A HINT run
-
-
-@dataclass
-class HintSource:
-    """A HINT run directory; `encoding` None means the run's training encoding."""
-
-    path: str
-    batch_size: int = DEFAULT_BATCH_SIZE
-    max_new_tokens: int = SUPERNI_MAX_NEW_TOKENS
-
-    def __post_init__(self) -> None:
-        _check_positive("batch_size", self.batch_size)
-        _check_positive("max_new_tokens", self.max_new_tokens)
-
-    def default_encoding(self) -> str:
-        from lmadapt.hint.run import read_run_settings
-
-        return read_run_settings(self.path).encoding
-
-    def predict_superni(
-        self, tasks: Sequence[Task], instances: Sequence[EvalInstance], encoding: PromptEncoding
-    ) -> SuperNIPredictions:
-        """Each task's instruction (rendered by `encoding`) goes to the hypernetwork once (cached modules);
-        the model reads only the instance input, as the run was trained."""
-        from lmadapt.hint.predict import predict as hint_predict
-
-        with Progress(len(instances), "superni (HINT)") as progress:
-            hinted = hint_predict(
-                self.path,
-                instances,
-                max_new_tokens=self.max_new_tokens,
-                batch_size=self.batch_size,
-                progress=progress,
-            )
-        return SuperNIPredictions(list(hinted.predictions), list(instances), None, hinted.flops)
-
-    def settings(self) -> dict[str, Any]:
-        return {"model": self.path, "max_new_tokens": self.max_new_tokens}
-
-
-# ---------------------------------------------------------------------------------------------
 # Without a model
 
 
@@ -280,81 +230,6 @@ class PredictionsFile:
 # Choosing a source
 
 
-def _check_positive(name: str, value: int) -> None:
+def check_positive(name: str, value: int) -> None:
     if value < 1:
         raise ConfigError(f"{name} must be at least 1, got {value}")
-
-
-def _or(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
-def _refuse(given: Mapping[str, Any], names: Sequence[str], why: str) -> None:
-    """ConfigError naming the first of `names` that was given (not None): the source cannot honour it."""
-    for name in names:
-        if given.get(name) is not None:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} has no effect {why}: drop it")
-
-
-def superni_source(
-    *,
-    model: str | None = None,
-    predictor: str | None = None,
-    predictions: str | Path | None = None,
-    chat_template: str | None = None,
-    max_source_tokens: int | None = None,
-    max_new_tokens: int | None = None,
-    batch_size: int | None = None,
-) -> SuperNISource:
-    """The source a `lmadapt eval superni` command names. A setting left None takes the source's default;
-    a setting given to a source that cannot honour it is a ConfigError.
-
-    `model` is a Hugging Face directory or a HINT run (which reads inputs with its own training template
-    and length limits, so `chat_template` and `max_source_tokens` do not apply). `predictions` may come
-    with a (non-HINT) `model`, which then only counts compute. `max_source_tokens` 0 sends prompts whole.
-    """
-    given = {
-        "chat_template": chat_template,
-        "max_source_tokens": max_source_tokens,
-        "max_new_tokens": max_new_tokens,
-        "batch_size": batch_size,
-    }
-    if predictor is not None and (model is not None or predictions is not None):
-        raise ConfigError("--predictor makes its own predictions: drop --model and --predictions")
-    if model is None and predictor is None and predictions is None:
-        raise ConfigError(
-            "say where predictions come from: --model PATH, --predictor NAME or --predictions FILE"
-        )
-    if predictor is not None:
-        _refuse(given, list(given), f"with --predictor {predictor} (it uses no model)")
-        return HeuristicSource(predictor)
-    why = "with --predictions (nothing is generated)"
-    if model is None:
-        _refuse(given, list(given), why + " and no --model to count compute for")
-        return PredictionsFile(str(predictions))
-    from lmadapt.hint.run import is_hint_run  # imports the hint package (torch): only with a model
-
-    if is_hint_run(model):
-        if predictions is not None:
-            raise ConfigError("--predictions cannot be combined with a HINT run; HINT predicts for itself")
-        _refuse(
-            given,
-            ["chat_template", "max_source_tokens"],
-            "on a HINT run (it encodes inputs with its own training template and limits, see hint.json)",
-        )
-        return HintSource(
-            model,
-            batch_size=_or(batch_size, DEFAULT_BATCH_SIZE),
-            max_new_tokens=_or(max_new_tokens, SUPERNI_MAX_NEW_TOKENS),
-        )
-    if predictions is not None:
-        _refuse(given, ["chat_template", "max_source_tokens", "batch_size"], why)
-    source = ModelSource(
-        model,
-        chat_template=_or(chat_template, "auto"),
-        batch_size=_or(batch_size, DEFAULT_BATCH_SIZE),
-        max_new_tokens=_or(max_new_tokens, SUPERNI_MAX_NEW_TOKENS),
-        max_source_tokens=_or(max_source_tokens, TK_INSTRUCT_MAX_SOURCE_TOKENS),
-    )
-    return source if predictions is None else PredictionsFile(str(predictions), source)

@@ -23,7 +23,7 @@ writer; and one entry in cli.EVALS for its arguments.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,15 @@ from lmadapt.eval.metrics import score
 from lmadapt.eval.progress import Progress
 from lmadapt.eval.report import coverage
 from lmadapt.eval.results import ResultsDir, warn_coverage
-from lmadapt.eval.sources import DEFAULT_BATCH_SIZE, ModelSource, superni_source
+from lmadapt.eval.sources import (
+    DEFAULT_BATCH_SIZE,
+    SUPERNI_MAX_NEW_TOKENS,
+    TK_INSTRUCT_MAX_SOURCE_TOKENS,
+    HeuristicSource,
+    ModelSource,
+    PredictionsFile,
+    SuperNISource,
+)
 
 log = logging.getLogger("lmadapt")
 
@@ -158,7 +166,7 @@ def run_multiple_choice(
     """
     _check_choice("answer_format", answer_format, multiple_choice.ANSWER_FORMATS)
     _check_shots(k)
-    source = ModelSource(model, chat_template=chat_template, batch_size=batch_size)
+    source = ModelSource(_plain_model(model), chat_template=chat_template, batch_size=batch_size)
     questions = multiple_choice.load_questions(data)[: max_questions or None]
     pool = multiple_choice.load_questions(fewshot) if fewshot is not None else []
     results = ResultsDir(out, overwrite, [report.SUBJECT_CHART_NAME])
@@ -209,7 +217,7 @@ def run_gsm8k(
     """
     _check_shots(k)
     source = ModelSource(
-        model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
+        _plain_model(model), chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
     )
     problems = gsm8k.load_problems(data)[: max_questions or None]
     shots = gsm8k.load_problems(fewshot)[:k] if fewshot is not None else []
@@ -306,3 +314,98 @@ def run_rewards(
     results.write(records, metrics, report.write_rewards_report)
     log.info("reward accuracy %.4f on %d pairs -> %s", metrics["accuracy"], metrics["pairs"], out)
     return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a prediction source
+
+
+def _is_hint_run(model: str) -> bool:
+    from lmadapt.hint.run import is_hint_run  # imports the hint package (torch): only with a model
+
+    return is_hint_run(model)
+
+
+def _plain_model(model: str) -> str:
+    """`model`, refused when it is a HINT run (which needs an instruction and an input: eval superni)."""
+    if _is_hint_run(model):
+        raise ConfigError(
+            f"{model} is a HINT run: it predicts from an instruction and an input, which only "
+            "`lmadapt eval superni` gives it"
+        )
+    return model
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _refuse(given: Mapping[str, Any], names: Sequence[str], why: str) -> None:
+    """ConfigError naming the first of `names` that was given (not None): the source cannot honour it."""
+    for name in names:
+        if given.get(name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} has no effect {why}: drop it")
+
+
+def superni_source(
+    *,
+    model: str | None = None,
+    predictor: str | None = None,
+    predictions: str | Path | None = None,
+    chat_template: str | None = None,
+    max_source_tokens: int | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
+) -> SuperNISource:
+    """The source a `lmadapt eval superni` command names. A setting left None takes the source's default;
+    a setting given to a source that cannot honour it is a ConfigError.
+
+    `model` is a Hugging Face directory or a HINT run (which reads inputs with its own training template
+    and length limits, so `chat_template` and `max_source_tokens` do not apply). `predictions` may come
+    with a (non-HINT) `model`, which then only counts compute. `max_source_tokens` 0 sends prompts whole.
+    """
+    given = {
+        "chat_template": chat_template,
+        "max_source_tokens": max_source_tokens,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+    }
+    if predictor is not None and (model is not None or predictions is not None):
+        raise ConfigError("--predictor makes its own predictions: drop --model and --predictions")
+    if model is None and predictor is None and predictions is None:
+        raise ConfigError(
+            "say where predictions come from: --model PATH, --predictor NAME or --predictions FILE"
+        )
+    if predictor is not None:
+        _refuse(given, list(given), f"with --predictor {predictor} (it uses no model)")
+        return HeuristicSource(predictor)
+    why = "with --predictions (nothing is generated)"
+    if model is None:
+        _refuse(given, list(given), why + " and no --model to count compute for")
+        return PredictionsFile(str(predictions))
+    if _is_hint_run(model):
+        if predictions is not None:
+            raise ConfigError("--predictions cannot be combined with a HINT run; HINT predicts for itself")
+        _refuse(
+            given,
+            ["chat_template", "max_source_tokens"],
+            "on a HINT run (it encodes inputs with its own training template and limits, see hint.json)",
+        )
+        from lmadapt.hint.source import HintSource
+
+        return HintSource(
+            model,
+            batch_size=_or(batch_size, DEFAULT_BATCH_SIZE),
+            max_new_tokens=_or(max_new_tokens, SUPERNI_MAX_NEW_TOKENS),
+        )
+    if predictions is not None:
+        _refuse(given, ["chat_template", "max_source_tokens", "batch_size"], why)
+    source = ModelSource(
+        model,
+        chat_template=_or(chat_template, "auto"),
+        batch_size=_or(batch_size, DEFAULT_BATCH_SIZE),
+        max_new_tokens=_or(max_new_tokens, SUPERNI_MAX_NEW_TOKENS),
+        max_source_tokens=_or(max_source_tokens, TK_INSTRUCT_MAX_SOURCE_TOKENS),
+    )
+    return source if predictions is None else PredictionsFile(str(predictions), source)
