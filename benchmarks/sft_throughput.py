@@ -26,7 +26,8 @@ from lmadapt.config import TrainConfig
 from lmadapt.data.collate import collate_causal
 from lmadapt.data.tokenize import TokenizedExample
 from lmadapt.models.tiny import tiny_llama
-from lmadapt.train.loop import fit, setup_accelerator
+from lmadapt.train.distributed import setup_accelerator
+from lmadapt.train.loop import fit
 from lmadapt.train.objectives import LanguageModelling
 
 VOCAB = 8192

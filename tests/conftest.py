@@ -80,6 +80,23 @@ def _write_reverse_data(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
+def _write_pairs(path: Path, n: int, seed: int = 0) -> Path:
+    """The chosen reply reverses the user's word; the rejected one echoes it with a suffix."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6)))
+            rejected = word + "xy"[: rng.randint(1, 2)]
+            f.write(json.dumps({"prompt": f"rev {word}", "chosen": word[::-1], "rejected": rejected}) + "\n")
+    return path
+
+
+@pytest.fixture
+def write_pairs():
+    """write_pairs(path, n, seed=0) -> path of a JSONL of preference pairs with a learnable rule."""
+    return _write_pairs
+
+
 @pytest.fixture
 def write_reverse_data():
     return _write_reverse_data

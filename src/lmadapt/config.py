@@ -43,6 +43,9 @@ class ModelConfig:
     kind: Literal["auto", "causal", "seq2seq"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
+    # "auto": transformers' default for the model (SDPA where supported); flash_attention_2 needs a GPU
+    # and the flash-attn package.
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
@@ -114,7 +117,8 @@ class TrainConfig:
     log_every: int = 10
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     num_threads: int = 0  # torch intra-op threads on CPU; 0 = one per core
-    compile: bool = False
+    compile: bool = False  # torch.compile (inductor) of the model; pays off on GPUs, slow to start on CPU
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
     progress: bool = True
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
@@ -23,17 +22,6 @@ from lmadapt.train.preference import DirectPreference, compute_reference_logps
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _write_pairs(path: Path, n: int, seed: int = 0) -> Path:
-    """The chosen reply reverses the user's word; the rejected one echoes it with a suffix."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        for _ in range(n):
-            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6)))
-            rejected = word + "xy"[: rng.randint(1, 2)]
-            f.write(json.dumps({"prompt": f"rev {word}", "chosen": word[::-1], "rejected": rejected}) + "\n")
-    return path
-
-
 def _cfg(tmp_path: Path, model_dir: Path, data: Path, *extra: str) -> DPOConfig:
     return tiny_run_config(
         DPOConfig, tmp_path, model_dir, data, "train.lr=1e-3", "train.warmup_ratio=0", *extra
@@ -45,9 +33,9 @@ def _last_record(run_dir: Path) -> dict:
 
 
 def test_dpo_learns_the_preference_saves_hf_model_and_reuses_cached_reference(
-    tmp_path, tiny_llama_dir, caplog
+    tmp_path, tiny_llama_dir, caplog, write_pairs
 ):
-    data = _write_pairs(tmp_path / "pairs.jsonl", 32)
+    data = write_pairs(tmp_path / "pairs.jsonl", 32)
     cfg = _cfg(tmp_path, tiny_llama_dir, data, "train.max_steps=20", f"data.eval_sources.0.path={data}")
     result = dpo.run(cfg)
     losses = logged_losses(result.out_dir)
@@ -70,8 +58,8 @@ def test_dpo_learns_the_preference_saves_hf_model_and_reuses_cached_reference(
 
 
 @pytest.mark.parametrize("loss", ["dpo_norm", "ipo", "simpo"])
-def test_every_loss_trains_through_the_recipe(tmp_path, tiny_llama_dir, loss):
-    data = _write_pairs(tmp_path / "pairs.jsonl", 16)
+def test_every_loss_trains_through_the_recipe(tmp_path, tiny_llama_dir, loss, write_pairs):
+    data = write_pairs(tmp_path / "pairs.jsonl", 16)
     result = dpo.run(
         _cfg(tmp_path, tiny_llama_dir, data, "train.max_steps=4", f"dpo.loss={loss}", "dpo.beta=1")
     )
@@ -82,8 +70,10 @@ def test_every_loss_trains_through_the_recipe(tmp_path, tiny_llama_dir, loss):
 
 
 @pytest.mark.parametrize("reference", ["cached", "online"])
-def test_lora_uses_the_base_model_with_adapters_off_as_reference(tmp_path, tiny_llama_dir, reference):
-    data = _write_pairs(tmp_path / "pairs.jsonl", 16)
+def test_lora_uses_the_base_model_with_adapters_off_as_reference(
+    tmp_path, tiny_llama_dir, reference, write_pairs
+):
+    data = write_pairs(tmp_path / "pairs.jsonl", 16)
     cfg = _cfg(
         tmp_path,
         tiny_llama_dir,
@@ -102,8 +92,8 @@ def test_lora_uses_the_base_model_with_adapters_off_as_reference(tmp_path, tiny_
     assert (tmp_path / "cache" / "reference").is_dir() == (reference == "cached")
 
 
-def test_online_full_finetuning_matches_cached(tmp_path, tiny_llama_dir):
-    data = _write_pairs(tmp_path / "pairs.jsonl", 16)
+def test_online_full_finetuning_matches_cached(tmp_path, tiny_llama_dir, write_pairs):
+    data = write_pairs(tmp_path / "pairs.jsonl", 16)
     runs = {}
     for reference in ("cached", "online"):
         cfg = _cfg(
@@ -118,8 +108,10 @@ def test_online_full_finetuning_matches_cached(tmp_path, tiny_llama_dir):
     assert runs["online"] == pytest.approx(runs["cached"], abs=1e-6)
 
 
-def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_llama_dir, kill_after_checkpoint, resume_cli):
-    data = _write_pairs(tmp_path / "pairs.jsonl", 12)
+def test_killed_run_resumes_to_identical_weights(
+    tmp_path, tiny_llama_dir, kill_after_checkpoint, resume_cli, write_pairs
+):
+    data = write_pairs(tmp_path / "pairs.jsonl", 12)
     common = ["train.max_steps=60", "train.save_every=3", "train.batch_size=4", "train.grad_accum=2"]
     straight = dpo.run(_cfg(tmp_path, tiny_llama_dir, data, *common, f"train.output_dir={tmp_path / 'a'}"))
     run_dir = tmp_path / "b"
@@ -137,8 +129,8 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_llama_dir, kill_
     assert logged_losses(run_dir) == logged_losses(straight.out_dir)
 
 
-def test_seq2seq_models_are_refused(tmp_path, tiny_t5_dir):
-    data = _write_pairs(tmp_path / "pairs.jsonl", 4)
+def test_seq2seq_models_are_refused(tmp_path, tiny_t5_dir, write_pairs):
+    data = write_pairs(tmp_path / "pairs.jsonl", 4)
     with pytest.raises(ConfigError, match="causal"):
         dpo.run(_cfg(tmp_path, tiny_t5_dir, data, "train.max_steps=1"))
 
@@ -161,13 +153,13 @@ class _NoEosByteTokenizer(ByT5Tokenizer):
         return token_ids_0 + (token_ids_1 or [])
 
 
-def test_step0_loss_gradients_and_first_steps_match_trl(tmp_path, tiny_llama_dir):
+def test_step0_loss_gradients_and_first_steps_match_trl(tmp_path, tiny_llama_dir, write_pairs):
     from datasets import Dataset
     from trl import DPOConfig as TRLConfig
     from trl import DPOTrainer
 
     n, lr, beta = 8, 1e-3, 0.1
-    data = _write_pairs(tmp_path / "pairs.jsonl", n)
+    data = write_pairs(tmp_path / "pairs.jsonl", n)
     reference_dir = tmp_path / "reference"  # another model, so step-0 margins are not all zero
     tok = ByT5Tokenizer()
     torch.manual_seed(1)

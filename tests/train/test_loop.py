@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -9,14 +10,17 @@ import time
 
 import pytest
 import torch
+from accelerate.utils import DistributedType
+from transformers import LlamaModel, PreTrainedModel
 
 from lmadapt.config import TrainConfig
 from lmadapt.data.collate import collate_causal
 from lmadapt.data.tokenize import TokenizedExample
-from lmadapt.errors import Interrupted, Preempted
+from lmadapt.errors import Interrupted, LmadaptError, Preempted
 from lmadapt.models.tiny import tiny_llama
 from lmadapt.train.checkpoint import latest_checkpoint
-from lmadapt.train.loop import accumulate_gradients, fit, setup_accelerator
+from lmadapt.train.distributed import setup_accelerator
+from lmadapt.train.loop import accumulate_gradients, evaluate, fit
 from lmadapt.train.objectives import LanguageModelling
 
 VOCAB = 48
@@ -175,3 +179,98 @@ def test_one_signal_finishes_the_step_checkpoints_it_and_stops(tmp_path):
 def test_a_second_signal_stops_at_once_keeping_the_last_complete_checkpoint(tmp_path):
     with pytest.raises(Interrupted, match=r"interrupted at step 6 of 50; newest checkpoint .*step-00000005"):
         _fit_until_signalled(tmp_path, times=2, save_every=5)
+
+
+def _fit_deltas(tmp_path, name: str, model: torch.nn.Module, steps: int = 2, **options) -> torch.Tensor:
+    """Weight change of `model` after `steps` of fit on a fixed small dataset; every update counts."""
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / name),
+        batch_size=4,
+        max_steps=steps,
+        lr=1e-2,
+        adam_eps=1.0,
+        warmup_ratio=0.0,
+        schedule="constant",
+        log_every=1,
+        progress=False,
+        num_threads=1,
+        **options,
+    )
+    init = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    out = tmp_path / name
+    out.mkdir()
+    fit(model, LanguageModelling("causal"), _examples(8), _collate, cfg, out, setup_accelerator(cfg))
+    return torch.cat([p.detach().flatten() for p in model.parameters()]) - init
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_reaches_the_model_and_changes_no_update(tmp_path, lora):
+    from lmadapt.config import LoraConfig
+    from lmadapt.models.load import apply_lora
+
+    def model() -> torch.nn.Module:
+        m = _model()
+        return apply_lora(m, LoraConfig(enabled=True, r=4), "causal") if lora else m
+
+    plain = _fit_deltas(tmp_path, "plain", model())
+    checkpointed_model = model()
+    checkpointed = _fit_deltas(tmp_path, "gc", checkpointed_model, gradient_checkpointing=True)
+    hf_models = [m for m in checkpointed_model.modules() if isinstance(m, PreTrainedModel)]
+    assert hf_models and all(m.is_activation_checkpointing for m in hf_models)
+    assert all(m.gradient_checkpointing for m in checkpointed_model.modules() if isinstance(m, LlamaModel))
+    assert plain.abs().max() > 1e-4
+    torch.testing.assert_close(checkpointed, plain, atol=1e-6, rtol=0)
+
+
+def test_gradient_checkpointing_needs_a_hugging_face_model(tmp_path):
+    with pytest.raises(LmadaptError, match="holds no Hugging Face model"):
+        _fit_deltas(tmp_path, "linear", torch.nn.Linear(2, 2), gradient_checkpointing=True)
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_the_eager_one(tmp_path):
+    """torch.compile (inductor, dynamic shapes) on CPU: ~1-2 min of compilation on a loaded machine."""
+    eager = _fit_deltas(tmp_path, "eager", _model(), steps=3)
+    compiled_model = _model()
+    compiled = _fit_deltas(tmp_path, "compiled", compiled_model, steps=3, compile=True)
+    assert compiled_model._compiled_call_impl is not None
+    records = [
+        json.loads(line) for line in (tmp_path / "compiled" / "metrics.jsonl").read_text().splitlines()
+    ]
+    reference = [json.loads(line) for line in (tmp_path / "eager" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses == pytest.approx([r["loss"] for r in reference if "loss" in r], rel=1e-5)
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
+
+
+class _ShardedRank:
+    """Rank `process_index` of `num_processes` under FSDP, with the collectives stubbed out (local sums)."""
+
+    distributed_type = DistributedType.FSDP
+    device = torch.device("cpu")
+
+    def __init__(self, num_processes: int, process_index: int):
+        self.num_processes, self.process_index = num_processes, process_index
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def reduce(self, tensor, reduction):
+        return tensor
+
+
+def test_sharded_evaluation_runs_the_same_number_of_forwards_on_every_rank():
+    """Under FSDP/ZeRO-3 each forward is a collective: a rank whose shard is short must still take
+    part in every round (with its result discarded), or the other ranks wait forever."""
+    examples, model, objective = _examples(5), _model(), LanguageModelling("causal")
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    forwards, losses = [], []
+    for rank in (0, 1):
+        calls.clear()
+        losses.append(evaluate(model, objective, examples, _collate, 2, _ShardedRank(2, rank))["eval_loss"])
+        forwards.append(len(calls))
+    assert forwards == [2, 2]  # rank 1 holds only examples 2-3, then idles through round 2
+    shard = _collate(examples[2:4])
+    expected = float(objective.loss_sum(model, shard)) / objective.weight(shard)
+    assert losses[1] == pytest.approx(expected, rel=1e-6)

@@ -14,7 +14,8 @@ from lmadapt.losses.dpo import sequence_log_probs
 from lmadapt.models.load import apply_lora
 from lmadapt.models.tiny import tiny_llama
 from lmadapt.store import MANIFEST
-from lmadapt.train.loop import accumulate_gradients, setup_accelerator
+from lmadapt.train.distributed import setup_accelerator
+from lmadapt.train.loop import accumulate_gradients
 from lmadapt.train.preference import (
     BradleyTerryReward,
     DirectPreference,

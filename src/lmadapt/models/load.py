@@ -180,9 +180,10 @@ def load_model(
             use_safetensors=True,
             dtype=resolve_dtype(cfg.dtype, device),
             trust_remote_code=cfg.trust_remote_code,
+            attn_implementation=None if cfg.attn_implementation == "auto" else cfg.attn_implementation,
             **extra,
         )
-    except (OSError, ValueError, SafetensorError) as e:
+    except (OSError, ValueError, ImportError, SafetensorError) as e:
         raise LmadaptError(f"cannot load a model from '{cfg.path}': {first_line(e)}") from None
     return model, kind
 

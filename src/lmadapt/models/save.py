@@ -9,12 +9,17 @@ from transformers import PreTrainedTokenizerBase
 
 
 def save_model_and_tokenizer(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out_dir: Path, chat_template: str | None
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: Path,
+    chat_template: str | None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """`save_pretrained` the model (a PEFT model saves only its adapter) and the tokenizer.
 
     The tokenizer is saved with the chat template used in training, so `apply_chat_template`
-    in plain transformers renders prompts exactly as the model saw them. An adapter records its base
+    in plain transformers renders prompts exactly as the model saw them. `state_dict`: the full
+    weights gathered from a sharded (FSDP/DeepSpeed) run, saved in place of the model's own. An adapter records its base
     as an absolute path (loadable from any directory) and carries the model's generation config
     (whose eos_token_id includes the template's end of turn).
     """
@@ -28,7 +33,7 @@ def save_model_and_tokenizer(
         generation_config = getattr(model.get_base_model(), "generation_config", None)
         if generation_config is not None:
             generation_config.save_pretrained(out_dir)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(out_dir)

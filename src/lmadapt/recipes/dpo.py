@@ -152,7 +152,10 @@ def run(cfg: DPOConfig) -> DPOResult:
         accelerator,
         splits[1],
     )
-    run.finish(result, lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja))
+    run.finish(
+        result,
+        lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja, result.full_state_dict),
+    )
     return DPOResult(run.out, model, result)
 
 

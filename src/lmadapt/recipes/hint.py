@@ -42,6 +42,7 @@ from lmadapt.models.load import load_model, load_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.store import CorruptEntry, open_entry, write_entry
 from lmadapt.train.checkpoint import trainable_state
+from lmadapt.train.distributed import is_sharded
 from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.objectives import LanguageModelling
 from lmadapt.train.run import start_run
@@ -69,6 +70,8 @@ def run(cfg: HintConfig) -> HintResult:
     if not cfg.data.superni:
         raise ConfigError("data.superni is not set: a natural-instructions clone in the SuperNI layout")
     run = start_run(cfg, cfg.train, has_eval_data=cfg.data.eval_instances_per_task > 0)
+    if is_sharded(run.accelerator):  # the hypernetwork export reads whole parameters; not wired for FSDP
+        raise ConfigError("HINT trains with data parallelism only; launch it without FSDP/DeepSpeed")
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     underlying, _ = load_model(cfg.model, run.device)
     # chatml's markers become special tokens: the embeddings grow to hold them before HINT wraps the model

@@ -61,5 +61,8 @@ def run(cfg: RewardConfig) -> RewardResult:
     run.create()
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
     result = fit(model, BradleyTerryReward(), train, collate, cfg.train, run.out, run.accelerator, evals)
-    run.finish(result, lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja))
+    run.finish(
+        result,
+        lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja, result.full_state_dict),
+    )
     return RewardResult(run.out, model, result)

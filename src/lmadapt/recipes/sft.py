@@ -59,5 +59,8 @@ def run(cfg: SFTConfig) -> SFTResult:
         batches.evals,
         plan=batches.plan,
     )
-    run.finish(result, lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja))
+    run.finish(
+        result,
+        lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja, result.full_state_dict),
+    )
     return SFTResult(run.out, model, result)

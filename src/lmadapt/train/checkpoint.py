@@ -1,7 +1,10 @@
 """Training checkpoints for exact resume, stored without pickles as entries of lmadapt.store.
 
 A checkpoint is a store entry `checkpoints/step-00000042/` holding the trainable weights, the optimizer
-state (tensors in safetensors, the rest in JSON), the scheduler and trainer state, and every RNG state.
+state (tensors in safetensors, the rest in JSON), the scheduler and trainer state, and every RNG state of
+every rank (each rank draws its own dropout masks). Under FSDP/DeepSpeed the weights and optimizer state
+are sharded: every rank writes its part, in the engine's own format, into the sibling directory
+`step-00000042.sharded/` before the entry is stored, and the entry names it.
 The store stages, fsyncs, checksums and renames it into place, so a crash mid-write never leaves an
 entry that verifies; resuming takes the newest checkpoint that verifies and skips damaged ones with a
 warning.
@@ -13,6 +16,7 @@ import json
 import logging
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +25,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from lmadapt.errors import LmadaptError
 from lmadapt.store import MANIFEST, CorruptEntry, Entry, discard, open_entry, write_entry
 
 log = logging.getLogger("lmadapt")
 
 CHECKPOINT_KIND = "checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: one RNG state per rank; optional sharded engine state beside the entry
+RngState = tuple[dict[str, torch.Tensor], dict[str, Any]]  # (tensors, JSON metadata) of one process
+SHARDED_SUFFIX = ".sharded"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -51,20 +58,29 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: TrainerState,
     keep_last: int,
+    rng_states: Sequence[RngState] = (),
+    sharded: bool = False,
 ) -> Entry:
-    """Store everything needed to resume at `state.step` as `root/step-NNNNNNNN`, then prune old ones."""
+    """Store everything needed to resume at `state.step` as `root/step-NNNNNNNN`, then prune old ones.
+
+    rng_states: every rank's `rng_state()`, in rank order (default: this process's own).
+    sharded: the weights and optimizer state are already in `sharded_state_dir(root, state.step)`,
+    written there by every rank; the entry then holds everything else.
+    """
 
     def write_files(directory: Path) -> dict[str, Any]:
-        save_file(trainable_state(model), str(directory / "trainable.safetensors"))
-        opt_tensors, opt_meta = _split_optimizer_state(optimizer.state_dict())
-        save_file(opt_tensors, str(directory / "optimizer.safetensors"))
-        _write_json(directory / "optimizer.json", opt_meta)
+        if not sharded:
+            save_file(trainable_state(model), str(directory / "trainable.safetensors"))
+            opt_tensors, opt_meta = _split_optimizer_state(optimizer.state_dict())
+            save_file(opt_tensors, str(directory / "optimizer.safetensors"))
+            _write_json(directory / "optimizer.json", opt_meta)
         _write_json(directory / "scheduler.json", scheduler.state_dict())
         _write_json(directory / "trainer_state.json", asdict(state))
-        rng_tensors, rng_meta = _rng_state()
-        save_file(rng_tensors, str(directory / "rng.safetensors"))
-        _write_json(directory / "rng.json", rng_meta)
-        return {"step": state.step}
+        states = list(rng_states) or [rng_state()]
+        for rank, (rng_tensors, rng_meta) in enumerate(states):
+            save_file(rng_tensors, str(directory / f"rng-rank{rank}.safetensors"))
+            _write_json(directory / f"rng-rank{rank}.json", rng_meta)
+        return {"step": state.step, "ranks": len(states), "sharded": sharded}
 
     # replace: a re-run of the same step after a resume (the old one may be the damaged one skipped)
     entry = write_entry(
@@ -94,6 +110,13 @@ def prune_checkpoints(root: Path, keep_last: int) -> None:
     complete = [p for p in _step_dirs(root) if (p / MANIFEST).is_file()]
     for old in complete[: max(0, len(complete) - max(1, keep_last))]:
         discard(old)
+        if (shards := old.with_name(old.name + SHARDED_SUFFIX)).exists():
+            discard(shards)
+
+
+def sharded_state_dir(root: Path, step: int) -> Path:
+    """Where the ranks of a sharded (FSDP/DeepSpeed) run write their part of checkpoint `step`."""
+    return root / f"step-{step:08d}{SHARDED_SUFFIX}"
 
 
 def load_checkpoint(
@@ -101,9 +124,35 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rank: int = 0,
+    load_sharded: Callable[[Path], None] | None = None,
 ) -> TrainerState:
-    """Restore everything `save_checkpoint` wrote from a verified checkpoint; returns the trainer state."""
+    """Restore everything `save_checkpoint` wrote from a verified checkpoint, with `rank`'s own RNG
+    state; returns the trainer state. `load_sharded(dir)` reads a sharded run's weights and optimizer
+    state back (every rank calls it)."""
     path = checkpoint.path
+    if checkpoint.meta.get("sharded") != (load_sharded is not None):
+        saved = "sharded (FSDP/DeepSpeed)" if checkpoint.meta.get("sharded") else "whole"
+        raise LmadaptError(
+            f"checkpoint {path} holds {saved} weights and optimizer state; resume it under the launch "
+            "(data parallel, FSDP or DeepSpeed) that wrote it"
+        )
+    if load_sharded is not None:
+        load_sharded(path.with_name(path.name + SHARDED_SUFFIX))
+    else:
+        _load_weights_and_optimizer(path, model, optimizer)
+    scheduler.load_state_dict(_read_json(path / "scheduler.json"))
+    rng = path / f"rng-rank{rank}"
+    if not rng.with_suffix(".safetensors").is_file():
+        raise LmadaptError(
+            f"checkpoint {path} holds the RNG states of {checkpoint.meta.get('ranks')} processes, not of "
+            f"rank {rank}; resume with the number of processes that wrote it"
+        )
+    _set_rng_state(load_file(str(rng.with_suffix(".safetensors"))), _read_json(rng.with_suffix(".json")))
+    return TrainerState(**_read_json(path / "trainer_state.json"))
+
+
+def _load_weights_and_optimizer(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
@@ -119,9 +168,6 @@ def load_checkpoint(
             load_file(str(path / "optimizer.safetensors")), _read_json(path / "optimizer.json")
         )
     )
-    scheduler.load_state_dict(_read_json(path / "scheduler.json"))
-    _set_rng_state(load_file(str(path / "rng.safetensors")), _read_json(path / "rng.json"))
-    return TrainerState(**_read_json(path / "trainer_state.json"))
 
 
 def _step_dirs(root: Path) -> list[Path]:
@@ -153,7 +199,8 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def rng_state() -> RngState:
+    """This process's torch (CPU and CUDA), numpy and Python RNG states."""
     tensors = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,11 +19,22 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType, gather_object
+from transformers import PreTrainedModel
 
 from lmadapt.config import TrainConfig
 from lmadapt.errors import Interrupted, LmadaptError, Preempted
+from lmadapt.store import discard
 from lmadapt.train.batching import BatchPlan, MicroBatchPlan
-from lmadapt.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
+from lmadapt.train.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    sharded_state_dir,
+)
+from lmadapt.train.distributed import ShardedStateIO, export_state_dict, is_sharded, sharded_state_io
 from lmadapt.train.monitor import Monitor, format_metrics, plot_loss_curve
 from lmadapt.train.objectives import Objective
 from lmadapt.train.preemption import StopRequest
@@ -35,16 +45,6 @@ log = logging.getLogger("lmadapt")
 MAX_CONSECUTIVE_SKIPS = 10
 
 
-def setup_accelerator(cfg: TrainConfig) -> Accelerator:
-    use_cpu = not torch.cuda.is_available()
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        precision = "no" if use_cpu else "bf16"
-    if use_cpu:
-        torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
-    return Accelerator(cpu=use_cpu, mixed_precision=precision)
-
-
 def total_steps(cfg: TrainConfig, n_examples: int, world_size: int) -> int:
     if cfg.max_steps > 0:
         return cfg.max_steps
@@ -52,11 +52,26 @@ def total_steps(cfg: TrainConfig, n_examples: int, world_size: int) -> int:
     return max(1, math.ceil(cfg.epochs * micro / (cfg.grad_accum * world_size)))
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in backward for every Hugging Face model inside `model` (a PEFT or HINT
+    wrapper holds one). Non-reentrant checkpointing: it needs no input that requires grad, so frozen
+    embeddings under LoRA work, and it reruns forward hooks, which HINT's modules rely on."""
+    hf = (m for m in model.modules() if isinstance(m, PreTrainedModel))
+    found = [m for m in hf if m.supports_gradient_checkpointing]
+    if not found:
+        name = type(model).__name__
+        raise LmadaptError(f"train.gradient_checkpointing: {name} holds no Hugging Face model supporting it")
+    for module in found:
+        module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
 @dataclass
 class FitResult:
     state: TrainerState
     total_steps: int
     final_metrics: dict[str, float]
+    # FSDP/DeepSpeed: the full weights gathered for the Hugging Face export (rank 0; None otherwise).
+    full_state_dict: dict[str, torch.Tensor] | None = None
 
 
 def fit(
@@ -85,14 +100,28 @@ def fit(
     steps = total_steps(cfg, len(train_examples), world)
     plan = plan or BatchPlan(len(train_examples), cfg.batch_size, cfg.seed)
 
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if cfg.compile:
+        # In place (the module keeps its type and parameter names, so checkpoints and exports are
+        # unchanged); dynamic shapes because batch lengths vary and a recompile per length costs more.
+        model.compile(dynamic=True)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     ckpt_root = out_dir / "checkpoints"
+    sharded_io = sharded_state_io(accelerator, model, optimizer)
     state = TrainerState()
     if cfg.resume and (ckpt := latest_checkpoint(ckpt_root)) is not None:
-        state = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
+        state = load_checkpoint(
+            ckpt,
+            accelerator.unwrap_model(model),
+            optimizer,
+            scheduler,
+            rank,
+            sharded_io.load if sharded_io else None,
+        )
         log.info("resumed from %s (step %d of %d)", ckpt.path, state.step, steps)
     elif cfg.resume:
         log.info("no complete checkpoint under %s; starting from scratch", ckpt_root)
@@ -114,8 +143,10 @@ def fit(
                 ]
                 loss_total, units, tokens = accumulate_gradients(model, objective, batches, accelerator)
                 max_norm = cfg.max_grad_norm or float("inf")
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
-                if math.isfinite(grad_norm):
+                norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+                # DeepSpeed clips and steps inside backward (its gradient_clipping) and may report no norm.
+                grad_norm = float("nan") if norm is None else float(norm)
+                if norm is None or math.isfinite(grad_norm):
                     optimizer.step()
                     consecutive_skips = 0
                 else:
@@ -155,9 +186,9 @@ def fit(
                     monitor.reset_rate(state.trained_tokens)
                 stopping = _any_rank(accelerator, stop.requested)
                 periodic = cfg.save_every and (state.step % cfg.save_every == 0 or is_last)
-                if (periodic or stopping) and main:
-                    save_checkpoint(
-                        ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg.keep_last
+                if periodic or stopping:
+                    checkpoint(
+                        ckpt_root, model, optimizer, scheduler, state, cfg.keep_last, accelerator, sharded_io
                     )
                     monitor.reset_rate(state.trained_tokens)
                 if stopping and not is_last:
@@ -179,7 +210,34 @@ def fit(
     monitor.close()
     if main:
         plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png", title=out_dir.name)
-    return FitResult(state=state, total_steps=steps, final_metrics=last_metrics)
+    return FitResult(state, steps, last_metrics, export_state_dict(accelerator, model))
+
+
+def checkpoint(
+    root: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: TrainerState,
+    keep_last: int,
+    accelerator: Accelerator,
+    sharded_io: ShardedStateIO | None,
+) -> None:
+    """Every rank calls this: each hands rank 0 its RNG state and, when sharded, writes its shard of
+    the weights and optimizer state; rank 0 then stores the checkpoint entry."""
+    if sharded_io is not None:
+        shards = sharded_state_dir(root, state.step)
+        if accelerator.is_main_process and shards.exists():  # left by a run killed at this step
+            discard(shards)
+        accelerator.wait_for_everyone()
+        sharded_io.save(shards)
+        accelerator.wait_for_everyone()
+    rng_states = gather_object([rng_state()]) if accelerator.num_processes > 1 else [rng_state()]
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_checkpoint(
+            root, unwrapped, optimizer, scheduler, state, keep_last, rng_states, sharded_io is not None
+        )
 
 
 def accumulate_gradients(
@@ -198,15 +256,21 @@ def accumulate_gradients(
     local = [sum(objective.weight(b) for b in batches), sum(objective.trained_tokens(b) for b in batches)]
     global_units, global_tokens = (int(x) for x in _all_sum(accelerator, local))
     loss_total = 0.0
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     for j, batch in enumerate(batches):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         sync = j == len(batches) - 1
-        ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
-        with ctx, accelerator.autocast():
-            loss_sum = objective.loss_sum(model, batch)
-        # DDP averages gradients over ranks; scaling by `world` turns that into a global sum.
-        accelerator.backward(loss_sum * world / max(global_units, 1))
+        # Backward inside no_sync too: FSDP2 reduce-scatters in backward unless told not to.
+        with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+            with accelerator.autocast():
+                loss_sum = objective.loss_sum(model, batch)
+            if deepspeed:  # its engine steps in backward at an accumulation boundary: the last micro-batch
+                accelerator.gradient_state._set_sync_gradients(sync)
+            # DDP averages gradients over ranks; scaling by `world` turns that into a global sum.
+            accelerator.backward(loss_sum * world / max(global_units, 1))
         loss_total += float(loss_sum.detach())
+    if deepspeed:
+        accelerator.gradient_state._set_sync_gradients(True)
     return _all_sum(accelerator, [loss_total])[0], global_units, global_tokens
 
 
@@ -226,11 +290,18 @@ def evaluate(
     model.eval()
     world, rank = accelerator.num_processes, accelerator.process_index
     total, weight = 0.0, 0
-    for start in range(rank * batch_size, len(examples), batch_size * world):
-        batch = collate(list(examples[start : start + batch_size]))
-        weight += objective.weight(batch)
+    # Under FSDP/ZeRO-3 every forward is a collective, so a rank whose shard is one batch short
+    # runs a throw-away forward in that round instead of leaving the others waiting.
+    rounds = math.ceil(len(examples) / (batch_size * world)) if is_sharded(accelerator) else 0
+    starts = range(rank * batch_size, max(len(examples), rounds * batch_size * world), batch_size * world)
+    for start in starts:
+        batch = collate(list(examples[start : start + batch_size] or examples[:1]))
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
+            if start >= len(examples):
+                _idle_forward(model, batch)
+                continue
+            weight += objective.weight(batch)
             total += float(objective.loss_sum(model, batch))
     total, weight = _all_sum(accelerator, [total, float(weight)])
     return {"eval_loss": total / max(weight, 1.0), **objective.pop_metrics("eval")}
@@ -239,6 +310,14 @@ def evaluate(
 def _any_rank(accelerator: Accelerator, flag: bool) -> bool:
     """True on every rank when `flag` is true on any (so all ranks stop at the same step)."""
     return _all_sum(accelerator, [float(flag)])[0] > 0
+
+
+def _idle_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+    """A forward pass whose result is discarded: it only takes part in the sharded engine's collectives."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = batch["input_ids"][:, :1]
+    model(**inputs)
 
 
 def _all_sum(accelerator: Accelerator, values: list[float]) -> list[float]:

@@ -28,7 +28,8 @@ from accelerate import Accelerator
 
 from lmadapt.config import TrainConfig, save_config, to_dict
 from lmadapt.errors import ConfigError, LmadaptError
-from lmadapt.train.loop import FitResult, setup_accelerator
+from lmadapt.train.distributed import setup_accelerator
+from lmadapt.train.loop import FitResult
 
 log = logging.getLogger("lmadapt")
 
