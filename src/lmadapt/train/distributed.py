@@ -6,6 +6,9 @@ processes that never join one process group: `accelerate launch --cpu --num_proc
 single ordinary process, and a rank whose process group does not come up trains alone. Each such
 process would write a complete, plausible-looking run. `check_launch` compares what the launch
 asked for with what the accelerator actually joined and stops with one line when they disagree.
+
+Under FSDP and DeepSpeed the parameters are split over the ranks: `sharded_state_io` checkpoints them
+in the engine's own format and `export_state_dict` gathers the whole weights once, for the export.
 """
 
 from __future__ import annotations
@@ -95,6 +98,15 @@ def is_sharded(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def configure_engine(accelerator: Accelerator, micro_batch_size: int) -> None:
+    """Settings an engine would otherwise read from a DataLoader, which lmadapt does not hand it:
+    DeepSpeed sizes its buffers by the per-GPU micro-batch."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+            micro_batch_size
+        )
+
+
 @dataclass
 class ShardedStateIO:
     """Save/load of a sharded model's weights and optimizer state in the engine's own format (every
@@ -154,7 +166,7 @@ def export_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[
 
 def _accelerate_num_processes(argv: Sequence[str]) -> int:
     """The --num_processes value of an `accelerate launch` command line, else 0."""
-    launchers = ("accelerate", "accelerate-launch", "accelerate.commands.launch", "launch.py")
+    launchers = ("accelerate", "accelerate-launch", "accelerate.commands.launch")
     if not any(Path(a).name in launchers for a in argv[:3]):
         return 0
     for i, arg in enumerate(argv):

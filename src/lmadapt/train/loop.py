@@ -34,7 +34,13 @@ from lmadapt.train.checkpoint import (
     save_checkpoint,
     sharded_state_dir,
 )
-from lmadapt.train.distributed import ShardedStateIO, export_state_dict, is_sharded, sharded_state_io
+from lmadapt.train.distributed import (
+    ShardedStateIO,
+    configure_engine,
+    export_state_dict,
+    is_sharded,
+    sharded_state_io,
+)
 from lmadapt.train.monitor import Monitor, format_metrics, plot_loss_curve
 from lmadapt.train.objectives import Objective
 from lmadapt.train.preemption import StopRequest
@@ -108,6 +114,7 @@ def fit(
         model.compile(dynamic=True)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps)
+    configure_engine(accelerator, cfg.batch_size)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     ckpt_root = out_dir / "checkpoints"
