@@ -34,6 +34,7 @@ from lmadapt.config import (
 )
 from lmadapt.data.synthetic import FAMILIES, build_suite, export_superni
 from lmadapt.recipes import dpo, hint, sft
+from lmadapt.store import MANIFEST
 
 pytestmark = pytest.mark.slow
 
@@ -228,7 +229,7 @@ def test_killed_two_process_run_resumes_bit_identical(tmp_path, tiny_llama_dir, 
     proc = _torchrun("sft", str(cfg_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     # 40 examples / (2 ranks x 2) = 10 steps per epoch: step 16 is mid-epoch.
-    while not (resumed / "checkpoints" / "step-00000016" / "COMPLETE").exists():
+    while not (resumed / "checkpoints" / "step-00000016" / MANIFEST).exists():  # written last
         assert proc.poll() is None, "run finished before it could be killed"
         assert time.time() < deadline
         time.sleep(0.01)
