@@ -126,13 +126,19 @@ def _sft(tmp_path: Path, model_dir: Path, data: Path, name: str, *extra: str) ->
     )
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+@pytest.mark.parametrize(
+    ("launcher", "packing"), [("torchrun", False), ("accelerate", False), ("torchrun", True)]
+)
 def test_sft_two_ranks_with_half_batches_equal_one_process(
-    tmp_path, tiny_llama_dir, write_reverse_data, launcher
+    tmp_path, tiny_llama_dir, write_reverse_data, launcher, packing
 ):
+    """Padded batches of examples, or (packing) batches of packed rows: ranks take alternate micro-batches."""
     data = write_reverse_data(tmp_path / "train.jsonl", 32)
-    one = sft.run(_sft(tmp_path, tiny_llama_dir, data, "one", "train.batch_size=8", "train.max_steps=4"))
-    two_cfg = _sft(tmp_path, tiny_llama_dir, data, "two", "train.batch_size=4", "train.max_steps=4")
+    pack = f"data.packing={str(packing).lower()}"
+    one = sft.run(
+        _sft(tmp_path, tiny_llama_dir, data, "one", pack, "train.batch_size=8", "train.max_steps=4")
+    )
+    two_cfg = _sft(tmp_path, tiny_llama_dir, data, "two", pack, "train.batch_size=4", "train.max_steps=4")
     two_cfg.data.cache_dir = str(tmp_path / "cache2")  # a cold cache: the two ranks must share one build
     log = _run_2proc("sft", two_cfg, tmp_path, launcher=launcher)
     assert log.count(CACHE_BUILD) == 2  # train and eval sets, each tokenised by one rank only
