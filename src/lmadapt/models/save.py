@@ -18,10 +18,10 @@ def save_model_and_tokenizer(
     """`save_pretrained` the model (a PEFT model saves only its adapter) and the tokenizer.
 
     The tokenizer is saved with the chat template used in training, so `apply_chat_template`
-    in plain transformers renders prompts exactly as the model saw them. `state_dict`: the full
-    weights gathered from a sharded (FSDP/DeepSpeed) run, saved in place of the model's own. An adapter records its base
+    in plain transformers renders prompts exactly as the model saw them. An adapter records its base
     as an absolute path (loadable from any directory) and carries the model's generation config
-    (whose eos_token_id includes the template's end of turn).
+    (whose eos_token_id includes the template's end of turn). `state_dict`: the full weights gathered
+    from a sharded (FSDP/DeepSpeed) run, saved in place of the model's own (sharded) parameters.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_config = getattr(model, "peft_config", None)
