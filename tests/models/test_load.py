@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from lmadapt.config import ModelConfig
 from lmadapt.errors import LmadaptError
@@ -85,3 +86,24 @@ def test_adapter_with_missing_base_or_broken_weights(adapter):
     with pytest.raises(LmadaptError) as excinfo:
         load_model(ModelConfig(path=str(adapter)))
     assert "/nowhere/base" in _one_line(excinfo) and "base_model_name_or_path" in str(excinfo.value)
+
+
+def test_attn_implementation_reaches_the_model_and_kernels_agree(tiny_llama_dir):
+    ids = torch.randint(3, 200, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # right padding
+    logits = {}
+    for impl in ("eager", "sdpa"):
+        model, _ = load_model(ModelConfig(path=str(tiny_llama_dir), attn_implementation=impl))
+        assert model.config._attn_implementation == impl
+        logits[impl] = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(logits["sdpa"][mask.bool()], logits["eager"][mask.bool()], atol=1e-5, rtol=0)
+    default, _ = load_model(ModelConfig(path=str(tiny_llama_dir)))
+    assert default.config._attn_implementation == "sdpa"  # "auto": transformers' own choice
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="flash-attn may be installed on a GPU machine")
+def test_flash_attention_without_its_package_is_a_one_line_error(tiny_llama_dir):
+    with pytest.raises(LmadaptError, match="FlashAttention2") as err:
+        load_model(ModelConfig(path=str(tiny_llama_dir), attn_implementation="flash_attention_2"))
+    assert "\n" not in str(err.value)
