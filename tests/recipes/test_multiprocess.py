@@ -32,7 +32,7 @@ from lmadapt.config import (
     load_config,
     save_config,
 )
-from lmadapt.data.synthetic import FAMILIES, build_suite, export_superni
+from lmadapt.demo.suite import FAMILIES, build_suite, export_superni
 from lmadapt.recipes import dpo, hint, sft
 from lmadapt.store import MANIFEST
 
