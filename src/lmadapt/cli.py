@@ -221,6 +221,42 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         ],
         lambda metrics: f"accuracy {metrics['overall']['accuracy']:.2f}",
     ),
+    "mmlu": (
+        "run_mmlu",
+        "MMLU as Tulu 2 scored it (official CSV layout; next-token letter)",
+        [
+            (("--data",), {"required": True, "help": "MMLU data/ directory (test/ and dev/ CSV files)"}),
+            *_OUT,
+            *_LM,
+            (
+                ("--k",),
+                {"type": int, "default": 5, "help": "shots from each subject's dev file (Tulu: 0, 5)"},
+            ),
+            (("--max-prompt-tokens",), {"type": int, "default": 2048, "help": "longer prompts lose shots"}),
+        ],
+        lambda metrics: (
+            f"accuracy {metrics['overall']['accuracy_micro']:.2f} "
+            f"(macro over subjects {metrics['overall']['accuracy_macro']:.2f})"
+        ),
+    ),
+    "bbh": (
+        "run_bbh",
+        "BIG-Bench Hard 3-shot chain of thought as Tulu 2 scored it (official layout)",
+        [
+            (
+                ("--data",),
+                {"required": True, "help": "directory with bbh/<task>.json and cot-prompts/<task>.txt"},
+            ),
+            *_OUT,
+            *_LM,
+            (
+                ("--max-examples-per-task",),
+                {"type": int, "default": 40, "help": "seeded sample per task (Tulu: 40; 0 = all)"},
+            ),
+            (("--max-new-tokens",), {"type": int, "default": 512}),
+        ],
+        lambda metrics: f"exact match {metrics['overall']['exact_match']:.2f} (mean over tasks)",
+    ),
     "rewards": (
         "run_rewards",
         "pairwise accuracy of a reward model on held-out preference pairs",

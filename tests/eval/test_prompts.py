@@ -150,3 +150,24 @@ def test_fit_superni_prompts_counts_what_it_shortened(words) -> None:
     whole, ids, stats = fit_superni_prompts(instances, {"t1": task}, encoding, encoder, None)
     assert whole == instances and (stats.demonstrations_dropped, stats.truncated) == (0, 0)
     assert ids[1] == encoder.encode(instances[1].prompt)
+
+
+def test_reply_start_follows_the_assistant_header() -> None:
+    """Tulu's chat-format evaluations begin the reply ("The answer is:"), after a space unless the
+    assistant header ends in whitespace; a plain prompt is encoded as it is."""
+    byt5 = ByT5Tokenizer()
+    assert PromptEncoder(byt5, "causal").encode_with_reply_start("Q?", "A:") == [b + 3 for b in b"Q?"]
+
+    byt5.chat_template = TULU_JINJA
+    encoder = PromptEncoder(byt5, "causal", chat_template_for(byt5))
+    ids = encoder.encode_with_reply_start("Q?", "The answer is:")
+    assert ids[: len(encoder.encode("Q?"))] == encoder.encode("Q?")
+    assert byt5.decode(ids) == "<|user|>\nQ?\n<|assistant|>\nThe answer is:"
+
+    byt5.chat_template = (
+        "{% for m in messages %}[{{ m['content'] }}]{% endfor %}{% if add_generation_prompt %}>{% endif %}"
+    )
+    encoder = PromptEncoder(byt5, "causal", chat_template_for(byt5))
+    assert byt5.decode(encoder.encode_with_reply_start("Q?", "A:")) == "[Q?]> A:"
+    with pytest.raises(ConfigError, match="decoder-only"):
+        PromptEncoder(byt5, "seq2seq", chat_template_for(byt5)).encode_with_reply_start("Q?", "A:")

@@ -21,7 +21,7 @@ from lmadapt.eval.results import RESULT_FILES
 from lmadapt.models.load import load_tokenizer
 from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
 from lmadapt.recipes import evaluate
-from lmadapt.recipes.evaluate import run_gsm8k, run_multiple_choice, run_superni
+from lmadapt.recipes.evaluate import run_bbh, run_gsm8k, run_mmlu, run_multiple_choice, run_superni
 
 
 def write_clone(root: Path, language: str = "English") -> Path:
@@ -405,6 +405,8 @@ def test_every_evaluation_refuses_existing_results_before_loading_anything(
         lambda: run_multiple_choice(mc, out, model=missing),
         lambda: run_gsm8k(gsm, out, model=missing),
         lambda: evaluate.run_rewards(missing, pairs, out),
+        lambda: run_mmlu(write_mmlu(tmp_path / "mmlu"), out, model=missing),
+        lambda: run_bbh(write_bbh(tmp_path / "bbh"), out, model=missing),
     ]
     for run in runs:
         with pytest.raises(LmadaptError, match="already holds results"):
@@ -463,3 +465,176 @@ def test_a_refused_eval_flag_is_reported_before_torch_is_imported(clone: Path) -
     assert done.stdout.split() == ["2", "False"]
     expected = "--batch-size has no effect with --predictor copy-demo (it uses no model): drop it"
     assert done.stderr == f"lmadapt: error: {expected} (--debug shows the traceback)\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The Tulu 2 evaluations
+
+MMLU_FILES = {
+    "test/astronomy_test.csv": "Sun?,star,planet,moon,comet,A\nEarth?,star,planet,moon,comet,B\n",
+    "dev/astronomy_dev.csv": "Moon?,star,planet,moon,comet,C\nVenus?,star,planet,moon,comet,B\n",
+    "test/virology_test.csv": "Flu?,virus,bacterium,fungus,prion,A\n",
+    "dev/virology_dev.csv": "HIV?,virus,bacterium,fungus,prion,A\n",
+}
+COT_PROMPT = "Answer questions.\n\nQ: 1+1?\nA: Let's think step by step. 1+1=2. So the answer is 2.\n"
+
+
+def write_mmlu(root: Path) -> Path:
+    for name, text in MMLU_FILES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def write_bbh(root: Path) -> Path:
+    """Two tasks in the official BBH layout: arith (3 examples) and yesno (1)."""
+    tasks = {
+        "arith": [
+            {"input": "2+2?", "target": "4"},
+            {"input": "3+3?", "target": "6"},
+            {"input": "0?", "target": "0"},
+        ],
+        "yesno": [{"input": "Sky blue?", "target": "Yes"}],
+    }
+    for name, examples in tasks.items():
+        (root / "bbh").mkdir(parents=True, exist_ok=True)
+        (root / "cot-prompts").mkdir(exist_ok=True)
+        (root / "bbh" / f"{name}.json").write_text(json.dumps({"examples": examples}), encoding="utf-8")
+        (root / "cot-prompts" / f"{name}.txt").write_text(f"canary\n-----\n{COT_PROMPT}", encoding="utf-8")
+    return root
+
+
+def next_byte_log_probs(model_dir: Path, prompt: str, letters: str = "ABCD") -> list[float]:
+    """Log-probabilities of each letter's byte right after `prompt`, by hand (ByT5 ids are bytes + 3)."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        logits = model(torch.tensor([[b + 3 for b in prompt.encode()]])).logits[0, -1].double()
+    return [float(logits.log_softmax(-1)[ord(letter) + 3]) for letter in letters]
+
+
+def test_mmlu_run_scores_the_next_letter_token(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    data = write_mmlu(tmp_path / "data")
+    out = tmp_path / "mmlu"
+    metrics = run_mmlu(data, out, model=str(tiny_llama_dir), k=1, batch_size=2)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RESULT_FILES, SUBJECT_CHART_NAME])
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [(r["subject"], r["line"], r["answer"], r["shots"]) for r in rows] == [
+        ("astronomy", 1, "A", 1),
+        ("astronomy", 2, "B", 1),
+        ("virology", 1, "A", 1),
+    ]
+    # " A" encodes to the bytes of " " and "A"; Tulu scores its last token, the byte "A".
+    prompt = (
+        "The following are multiple choice questions (with answers) about  astronomy.\n\n"
+        "Moon?\nA. star\nB. planet\nC. moon\nD. comet\nAnswer: C\n\n"
+        "Earth?\nA. star\nB. planet\nC. moon\nD. comet\nAnswer:"
+    )
+    expected = next_byte_log_probs(tiny_llama_dir, prompt)
+    assert rows[1]["log_probs"] == pytest.approx(expected, abs=1e-5)
+    for r in rows:
+        assert r["prediction"] == "ABCD"[max(range(4), key=lambda i: r["log_probs"][i])]
+    hits = {
+        s: [r["prediction"] == r["answer"] for r in rows if r["subject"] == s]
+        for s in ("astronomy", "virology")
+    }
+    micro = 100 * sum(hits["astronomy"] + hits["virology"]) / 3
+    macro = 100 * (sum(hits["astronomy"]) / 2 + sum(hits["virology"])) / 2
+    assert metrics["overall"]["accuracy_micro"] == round(micro, 4)
+    assert metrics["overall"]["accuracy_macro"] == round(macro, 4)
+    assert metrics["run"]["k"] == 1 and metrics["prompts"] == {"shots_dropped": 0}
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == metrics
+    assert "| virology | 1 |" in (out / "report.md").read_text(encoding="utf-8")
+
+    with pytest.raises(LmadaptError, match="already holds results"):
+        run_mmlu(data, out, model=str(tiny_llama_dir))
+    # A prompt limit below the 1-shot prompts' length drops their shot (0-shot prompts are shorter).
+    zero_shot = len("The following are multiple choice questions (with answers) about  astronomy.\n\n")
+    zero_shot += len("Earth?\nA. star\nB. planet\nC. moon\nD. comet\nAnswer:")
+    metrics = run_mmlu(data, out, model=str(tiny_llama_dir), k=1, max_prompt_tokens=zero_shot, overwrite=True)
+    assert metrics["prompts"] == {"shots_dropped": 3}
+    assert [r["shots"] for r in read_jsonl(out / "predictions.jsonl")] == [0, 0, 0]
+
+
+def test_mmlu_chat_prompt_ends_with_the_answer_cue(tmp_path: Path, tiny_llama_dir: Path, monkeypatch) -> None:
+    tokenizer = load_tokenizer(str(tiny_llama_dir))
+    tokenizer.chat_template = TULU_JINJA
+    tokenizer.save_pretrained(tiny_llama_dir)
+    seen: list = []
+
+    def fake_score(model, rows, batch_size, progress):
+        seen.extend(rows)
+        return [0.0, -1.0, 0.5, -2.0] * (len(rows) // 4)
+
+    monkeypatch.setattr("lmadapt.eval.scoring.score_replies", fake_score)
+    metrics = run_mmlu(write_mmlu(tmp_path / "data"), tmp_path / "o", model=str(tiny_llama_dir), k=0)
+    assert metrics["run"]["chat_template"] is True
+    assert tokenizer.decode(seen[8][0]) == (
+        "<|user|>\nThe following are multiple choice questions (with answers) about  virology.\n\n"
+        "Flu?\nA. virus\nB. bacterium\nC. fungus\nD. prion\nAnswer:\n<|assistant|>\nThe answer is:"
+    )
+    assert [reply for _, reply in seen[:4]] == [[ord(c) + 3] for c in "ABCD"]
+    assert [r["prediction"] for r in read_jsonl(tmp_path / "o" / "predictions.jsonl")] == ["C", "C", "C"]
+    assert metrics["overall"]["accuracy_micro"] == 0.0
+
+
+def test_bbh_run_extracts_and_averages_over_tasks(tmp_path: Path, tiny_llama_dir: Path, monkeypatch) -> None:
+    data = write_bbh(tmp_path / "data")
+    fake = FakeGenerate(
+        [" 2+2=4. So the answer is 4.", " So the answer is 5. Or 6.", " I think 0", " So the answer is yes."]
+    )
+    monkeypatch.setattr("lmadapt.eval.generate.generate", fake)
+    out = tmp_path / "bbh"
+    metrics = run_bbh(data, out, model=str(tiny_llama_dir), max_examples_per_task=0)
+    prompt = COT_PROMPT.strip() + "\n\nQ: 2+2?\nA:"
+    assert fake.prompts[0] == [b + 3 for b in prompt.encode()]
+    assert fake.kwargs["max_new_tokens"] == 512 and not fake.kwargs["stop"]
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [(r["task"], r["index"], r["prediction"], r["correct"]) for r in rows] == [
+        ("arith", 0, "4", True),
+        ("arith", 1, "5", False),
+        ("arith", 2, "I think 0", False),
+        ("yesno", 0, "yes", True),
+    ]
+    # arith 1/3, yesno 1/1: the mean over tasks is 66.67 (micro would be 50)
+    assert metrics["overall"] == {"num_tasks": 2, "num_examples": 4, "exact_match": 66.6667}
+    assert metrics["per_task"]["arith"]["no_answer"] == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
+    assert "| arith | 3 | 33.33 | 1 |" in (out / "report.md").read_text(encoding="utf-8")
+
+    out = tmp_path / "bbh-sampled"
+    fake.answers = None
+    metrics = run_bbh(data, out, model=str(tiny_llama_dir), max_examples_per_task=2)
+    assert metrics["overall"]["num_examples"] == 3 and metrics["run"]["max_examples_per_task"] == 2
+
+
+def test_cli_runs_mmlu_and_bbh_with_a_real_model(tmp_path: Path, tiny_llama_dir: Path, capsys) -> None:
+    mmlu_data, bbh_data = write_mmlu(tmp_path / "mmlu-data"), write_bbh(tmp_path / "bbh-data")
+    model = ["--model", str(tiny_llama_dir)]
+    assert (
+        main(["eval", "mmlu", "--data", str(mmlu_data), "--out", str(tmp_path / "m"), "--k", "0", *model])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("accuracy ")
+    args = [
+        "eval",
+        "bbh",
+        "--data",
+        str(bbh_data),
+        "--out",
+        str(tmp_path / "b"),
+        *model,
+        "--max-new-tokens",
+        "3",
+    ]
+    assert main(args) == 0
+    assert "(mean over tasks)" in capsys.readouterr().out
+    row = read_jsonl(tmp_path / "b" / "predictions.jsonl")[0]
+    expected = generate(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        load_tokenizer(str(tiny_llama_dir)),
+        [COT_PROMPT.strip() + "\n\nQ: 2+2?\nA:"],
+        max_new_tokens=3,
+    )
+    assert row["output"] == expected[0]
+    assert main(args) == 2
+    assert "already holds results" in capsys.readouterr().err

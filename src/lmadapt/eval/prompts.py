@@ -71,6 +71,19 @@ class PromptEncoder:
             return raw_prompt_ids(self.tokenizer, text, self.kind == "seq2seq")
         return encode_prompt([{"role": "user", "content": text}], self.template, self.tokenizer, self.kind)
 
+    def encode_with_reply_start(self, text: str, reply_start: str) -> list[int]:
+        """Ids of the generation prompt for `text` with the assistant's reply already begun by `reply_start`
+        (Tulu's evaluations put "The answer is:" or "A:" there), preceded by a space unless the prompt ends
+        in whitespace. Without a template this is `encode(text)`: the plain prompt carries its own cue."""
+        ids = self.encode(text)
+        if self.template is None:
+            return ids
+        if self.kind == "seq2seq":
+            raise ConfigError("a reply start after the chat template is defined for decoder-only models only")
+        ends_in_space = self.tokenizer.decode(ids[-1:])[-1:] in ("\n", " ")
+        start = reply_start if ends_in_space else " " + reply_start
+        return ids + self.tokenizer(start, add_special_tokens=False)["input_ids"]
+
     def encode_with_reply(self, text: str, reply: str, separator: str = " ") -> tuple[list[int], list[int]]:
         """(prompt ids, reply ids): how the model sees `reply` as its answer to `text`, for scoring it.
 

@@ -477,3 +477,89 @@ def write_rewards_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Pat
     path = Path(out_dir) / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The Tulu 2 evaluations
+
+
+def _write_lines(out_dir: str | Path, lines: Sequence[str]) -> Path:
+    path = Path(out_dir) / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def write_mmlu_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """report.md of an MMLU evaluation, with the per-subject chart."""
+    run, overall, per_subject = metrics.get("run", {}), metrics["overall"], metrics["per_subject"]
+    plot_bars(Path(out_dir) / SUBJECT_CHART_NAME, per_subject, [("accuracy", "accuracy")], "MMLU by subject")
+    form = "through the model's chat template" if run.get("chat_template") else "as plain text"
+    rows = [
+        [name.replace("_", " "), s["num_questions"], _score(s["accuracy"])] for name, s in per_subject.items()
+    ]
+    return _write_lines(
+        out_dir,
+        [
+            "# MMLU (Tulu 2 protocol)",
+            "",
+            f"- model: `{run.get('model', '?')}`",
+            f"- data: `{run.get('data', '?')}`; {run.get('k', '?')}-shot; prompts {form}; "
+            f"{metrics.get('prompts', {}).get('shots_dropped', 0)} prompts lost shots to fit "
+            f"{run.get('max_prompt_tokens', '?')} tokens",
+            "",
+            "The prediction is the letter whose token is most probable next. Micro accuracy is over "
+            "questions (Tulu's average), macro the mean over subjects.",
+            "",
+            _table(
+                ["questions", "subjects", "accuracy (micro)", "accuracy (macro)"],
+                [
+                    [
+                        overall["num_questions"],
+                        overall["num_subjects"],
+                        _score(overall["accuracy_micro"]),
+                        _score(overall["accuracy_macro"]),
+                    ]
+                ],
+            ),
+            "",
+            "## Per subject",
+            "",
+            _table(["subject", "questions", "accuracy"], rows),
+            "",
+            f"![per-subject accuracy]({SUBJECT_CHART_NAME})",
+            "",
+        ],
+    )
+
+
+def write_bbh_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """report.md of a BIG-Bench Hard evaluation."""
+    run, overall, per_task = metrics.get("run", {}), metrics["overall"], metrics["per_task"]
+    form = "through the model's chat template" if run.get("chat_template") else "as plain text"
+    rows = [
+        [name, t["num_examples"], _score(t["exact_match"]), t["no_answer"]] for name, t in per_task.items()
+    ]
+    return _write_lines(
+        out_dir,
+        [
+            "# BIG-Bench Hard, 3-shot chain of thought (Tulu 2 protocol)",
+            "",
+            f"- model: `{run.get('model', '?')}`",
+            f"- data: `{run.get('data', '?')}`; prompts {form}; at most {run.get('max_examples_per_task')} "
+            f"examples per task; greedy, at most {run.get('max_new_tokens', '?')} new tokens",
+            *coverage_lines(metrics.get("coverage")),
+            "",
+            'The answer is what follows the first "So the answer is" up to the next period (else the first '
+            "paragraph of the output); exact match ignores case and punctuation; the average is over tasks.",
+            "",
+            _table(
+                ["tasks", "examples", "exact match (task average)"],
+                [[overall["num_tasks"], overall["num_examples"], _score(overall["exact_match"])]],
+            ),
+            "",
+            "## Per task",
+            "",
+            _table(["task", "examples", "exact match", 'no "So the answer is"'], rows),
+            "",
+        ],
+    )

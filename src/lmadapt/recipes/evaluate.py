@@ -31,7 +31,7 @@ from lmadapt import __version__
 from lmadapt.data.superni import TEST_INSTANCES_PER_TASK, eval_instances, load_split_tasks
 from lmadapt.data.tasks import PromptEncoding
 from lmadapt.errors import ConfigError, LmadaptError
-from lmadapt.eval import gsm8k, multiple_choice, report
+from lmadapt.eval import bbh, gsm8k, mmlu, multiple_choice, report
 from lmadapt.eval.metrics import score
 from lmadapt.eval.progress import Progress
 from lmadapt.eval.report import coverage
@@ -253,6 +253,144 @@ def run_gsm8k(
     results.write(records, metrics, report.write_gsm8k_report)
     warn_coverage(counts)
     log.info("accuracy %.2f -> %s", metrics["overall"]["accuracy"], out)
+    return metrics
+
+
+def run_mmlu(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str,
+    k: int = 5,
+    chat_template: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_prompt_tokens: int = mmlu.TULU_MAX_PROMPT_TOKENS,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """MMLU from the official CSV release under `data` (data/test, data/dev), `k` shots from each subject's
+    dev file, scored as Tulu 2 scored it (`eval.mmlu`); returns metrics.json. A prompt over
+    `max_prompt_tokens` loses shots until it fits ("shots_dropped" counts those prompts)."""
+    _check_shots(k)
+    source = ModelSource(model, chat_template=chat_template, batch_size=batch_size)
+    data = Path(data)
+    names = mmlu.subjects(data)
+    questions = [q for name in names for q in mmlu.load_csv(data / "test" / f"{name}_test.csv", name)]
+    dev = {name: mmlu.load_csv(data / "dev" / f"{name}_dev.csv", name)[:k] if k else [] for name in names}
+    results = ResultsDir(out, overwrite, [report.SUBJECT_CHART_NAME])
+
+    prompt_ids, shots_used = [], []
+    for question in questions:
+        shots = dev[str(question.subject)]
+        ids = source.encoder.encode_with_reply_start(
+            mmlu.build_prompt(question, shots), mmlu.CHAT_REPLY_START
+        )
+        while len(ids) > max_prompt_tokens and shots:
+            shots = shots[:-1]
+            prompt = mmlu.build_prompt(question, shots)
+            ids = source.encoder.encode_with_reply_start(prompt, mmlu.CHAT_REPLY_START)
+        prompt_ids.append(ids)
+        shots_used.append(len(shots))
+    tokenizer = source.encoder.tokenizer
+    letters = multiple_choice.LETTERS[: mmlu.NUM_CHOICES]
+    letter_ids = [tokenizer(" " + letter, add_special_tokens=False)["input_ids"][-1] for letter in letters]
+    log_probs = source.score([(ids, [token]) for ids in prompt_ids for token in letter_ids], "mmlu")
+    per_question = [log_probs[i : i + len(letters)] for i in range(0, len(log_probs), len(letters))]
+    predictions = [max(range(len(scores)), key=scores.__getitem__) for scores in per_question]
+
+    metrics = mmlu.accuracy_metrics(questions, predictions)
+    metrics["prompts"] = {
+        "shots_dropped": sum(
+            used < len(dev[str(q.subject)]) for q, used in zip(questions, shots_used, strict=True)
+        )
+    }
+    metrics["run"] = {
+        "data": str(data),
+        "model": model,
+        "k": k,
+        "chat_template": source.uses_chat_template(),
+        "max_prompt_tokens": max_prompt_tokens,
+        "lmadapt_version": __version__,
+    }
+    records = [
+        {
+            "subject": question.subject,
+            "line": question.line,
+            "answer": letters[question.answer],
+            "prediction": letters[prediction],
+            "log_probs": [round(x, 6) for x in scores],
+            "shots": used,
+        }
+        for question, prediction, scores, used in zip(
+            questions, predictions, per_question, shots_used, strict=True
+        )
+    ]
+    results.write(records, metrics, report.write_mmlu_report)
+    overall = metrics["overall"]
+    log.info("accuracy %.2f (macro %.2f) -> %s", overall["accuracy_micro"], overall["accuracy_macro"], out)
+    return metrics
+
+
+def run_bbh(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str,
+    max_examples_per_task: int | None = bbh.TULU_MAX_EXAMPLES_PER_TASK,
+    chat_template: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_new_tokens: int = bbh.TULU_MAX_NEW_TOKENS,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """BIG-Bench Hard from the official layout under `data` (bbh/*.json, cot-prompts/*.txt), 3-shot chain
+    of thought scored as Tulu 2 scored it (`eval.bbh`); returns metrics.json. `max_examples_per_task`
+    None or 0 keeps all (Tulu used 40)."""
+    source = ModelSource(
+        model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
+    )
+    prompts = bbh.load_tasks(data)
+    by_task = bbh.sample_examples(
+        {task: bbh.load_examples(data, task) for task in prompts}, max_examples_per_task
+    )
+    examples = [example for task in sorted(by_task) for example in by_task[task]]
+    results = ResultsDir(out, overwrite)
+
+    chat = source.uses_chat_template()
+    prompt_ids = [
+        source.encoder.encode_with_reply_start(
+            bbh.build_prompt(prompts[example.task], example, chat), bbh.CHAT_REPLY_START
+        )
+        for example in examples
+    ]
+    texts = source.generate(prompt_ids, "bbh")
+    extracted = [bbh.extract_answer(text) for text in texts]
+
+    counts = coverage(texts)
+    metrics = bbh.bbh_metrics(examples, [p for p, _ in extracted], [f for _, f in extracted])
+    metrics["coverage"] = counts
+    metrics["run"] = {
+        "data": str(data),
+        "model": model,
+        "chat_template": chat,
+        "max_examples_per_task": max_examples_per_task or None,
+        "max_new_tokens": max_new_tokens,
+        "lmadapt_version": __version__,
+    }
+    records = [
+        {
+            "task": example.task,
+            "index": example.index,
+            "output": text,
+            "prediction": prediction,
+            "target": example.target,
+            "correct": bbh.exact_match(prediction, example.target),
+        }
+        for example, text, (prediction, _) in zip(examples, texts, extracted, strict=True)
+    ]
+    results.write(records, metrics, report.write_bbh_report)
+    warn_coverage(counts)
+    log.info(
+        "exact match %.2f (mean over %d tasks) -> %s", metrics["overall"]["exact_match"], len(by_task), out
+    )
     return metrics
 
 
