@@ -257,6 +257,26 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         ],
         lambda metrics: f"exact match {metrics['overall']['exact_match']:.2f} (mean over tasks)",
     ),
+    "tydiqa": (
+        "run_tydiqa",
+        "TyDi QA GoldP 1-shot as Tulu 2 scored it (official SQuAD-layout files; SQuAD F1/EM per language)",
+        [
+            (("--data",), {"required": True, "help": "directory with tydiqa-goldp-v1.1-{dev,train}.json"}),
+            *_OUT,
+            *_LM,
+            (("--k",), {"type": int, "default": 1, "help": "shots per language from the train file"}),
+            (
+                ("--max-questions-per-language",),
+                {"type": int, "default": 100, "help": "seeded sample per language (Tulu: 100; 0 = all)"},
+            ),
+            (("--max-context-tokens",), {"type": int, "default": 512, "help": "cut passages (0 = none)"}),
+            (("--max-new-tokens",), {"type": int, "default": 50}),
+        ],
+        lambda metrics: (
+            f"F1 {metrics['overall']['f1']:.2f}, EM {metrics['overall']['exact_match']:.2f} "
+            "(mean over languages)"
+        ),
+    ),
     "rewards": (
         "run_rewards",
         "pairwise accuracy of a reward model on held-out preference pairs",

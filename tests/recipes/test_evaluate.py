@@ -21,7 +21,14 @@ from lmadapt.eval.results import RESULT_FILES
 from lmadapt.models.load import load_tokenizer
 from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
 from lmadapt.recipes import evaluate
-from lmadapt.recipes.evaluate import run_bbh, run_gsm8k, run_mmlu, run_multiple_choice, run_superni
+from lmadapt.recipes.evaluate import (
+    run_bbh,
+    run_gsm8k,
+    run_mmlu,
+    run_multiple_choice,
+    run_superni,
+    run_tydiqa,
+)
 
 
 def write_clone(root: Path, language: str = "English") -> Path:
@@ -407,6 +414,7 @@ def test_every_evaluation_refuses_existing_results_before_loading_anything(
         lambda: evaluate.run_rewards(missing, pairs, out),
         lambda: run_mmlu(write_mmlu(tmp_path / "mmlu"), out, model=missing),
         lambda: run_bbh(write_bbh(tmp_path / "bbh"), out, model=missing),
+        lambda: run_tydiqa(write_tydiqa(tmp_path / "tydiqa"), out, model=missing),
     ]
     for run in runs:
         with pytest.raises(LmadaptError, match="already holds results"):
@@ -501,6 +509,35 @@ def write_bbh(root: Path) -> Path:
         (root / "cot-prompts").mkdir(exist_ok=True)
         (root / "bbh" / f"{name}.json").write_text(json.dumps({"examples": examples}), encoding="utf-8")
         (root / "cot-prompts" / f"{name}.txt").write_text(f"canary\n-----\n{COT_PROMPT}", encoding="utf-8")
+    return root
+
+
+def write_tydiqa(root: Path) -> Path:
+    """The two official files: dev (2 English questions, 1 Swahili) and train (one shot per language)."""
+
+    def squad(name: str, rows: list[tuple[str, str, str, list[str]]]) -> None:
+        paragraphs = [
+            {"context": c, "qas": [{"id": i, "question": q, "answers": [{"text": a} for a in answers]}]}
+            for i, c, q, answers in rows
+        ]
+        (root / name).write_text(json.dumps({"data": [{"paragraphs": paragraphs}]}), encoding="utf-8")
+
+    root.mkdir(parents=True)
+    squad(
+        "tydiqa-goldp-v1.1-dev.json",
+        [
+            ("english-1", "Paris is in France.", "Where is Paris?", ["France"]),
+            ("swahili-1", "Nairobi ni mji.", "Nairobi ni nini?", ["mji"]),
+            ("english-2", "Rome is old and large.", "Is Rome old?", ["old", "yes"]),
+        ],
+    )
+    squad(
+        "tydiqa-goldp-v1.1-train.json",
+        [
+            ("english-t", "Oslo is cold.", "How is Oslo?", ["cold"]),
+            ("swahili-t", "Mombasa ni bandari.", "Mombasa ni nini?", ["bandari"]),
+        ],
+    )
     return root
 
 
@@ -636,5 +673,65 @@ def test_cli_runs_mmlu_and_bbh_with_a_real_model(tmp_path: Path, tiny_llama_dir:
         max_new_tokens=3,
     )
     assert row["output"] == expected[0]
+    assert main(args) == 2
+    assert "already holds results" in capsys.readouterr().err
+
+
+def test_tydiqa_run_scores_squad_per_language(tmp_path: Path, tiny_llama_dir: Path, monkeypatch) -> None:
+    data = write_tydiqa(tmp_path / "data")
+    fake = FakeGenerate([" In France. ", "old ", " mji"])  # in sampled order: english-1, english-2, swahili-1
+    monkeypatch.setattr("lmadapt.eval.generate.generate", fake)
+    out = tmp_path / "tydiqa"
+    metrics = run_tydiqa(data, out, model=str(tiny_llama_dir), max_context_tokens=9)
+    # Contexts, the shot's too, are cut to 9 tokens (bytes).
+    prompt = (
+        "Answer the following question based on the information in the given passage.\n\n"
+        "Passage: Oslo is c\nQuestion: How is Oslo?\nAnswer: cold\n\n"
+        "Passage: Rome is o\nQuestion: Is Rome old?\nAnswer:"
+    )
+    assert fake.prompts[1] == [b + 3 for b in prompt.encode()]
+    assert fake.kwargs["stop"] == ["\n"] and fake.kwargs["max_new_tokens"] == 50
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [(r["id"], r["prediction"]) for r in rows] == [
+        ("english-1", "In France."),
+        ("english-2", "old"),
+        ("swahili-1", "mji"),
+    ]
+    # english: EM (0 + 1)/2, F1 (2/3 + 1)/2 ("in france" vs "france": precision 1/2, recall 1)
+    assert metrics["per_language"]["english"]["exact_match"] == 50.0
+    assert metrics["per_language"]["english"]["f1"] == pytest.approx(100 * (2 / 3 + 1) / 2, abs=1e-4)
+    assert metrics["overall"]["f1"] == pytest.approx((100 * (2 / 3 + 1) / 2 + 100) / 2, abs=1e-4)
+    assert metrics["run"]["shots"] == {"english": ["english-t"], "swahili": ["swahili-t"]}
+    assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
+    assert "| swahili | 1 | 100.00 | 100.00 | 100.00 |" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_cli_runs_tydiqa_with_a_real_model(tmp_path: Path, tiny_llama_dir: Path, capsys) -> None:
+    data = write_tydiqa(tmp_path / "data")
+    args = [
+        "eval",
+        "tydiqa",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "t"),
+        "--model",
+        str(tiny_llama_dir),
+    ]
+    assert main([*args, "--k", "0", "--max-new-tokens", "4"]) == 0
+    assert "(mean over languages)" in capsys.readouterr().out
+    row = read_jsonl(tmp_path / "t" / "predictions.jsonl")[0]
+    prompt = (
+        "Answer the following question based on the information in the given passage.\n\n"
+        "Passage: Paris is in France.\nQuestion: Where is Paris?\nAnswer:"
+    )
+    expected = generate(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        load_tokenizer(str(tiny_llama_dir)),
+        [prompt],
+        max_new_tokens=4,
+        stop=["\n"],
+    )
+    assert row["prediction"] == expected[0].strip()
     assert main(args) == 2
     assert "already holds results" in capsys.readouterr().err

@@ -563,3 +563,37 @@ def write_bbh_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
             "",
         ],
     )
+
+
+def write_tydiqa_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """report.md of a TyDi QA GoldP evaluation."""
+    run, overall, per_language = metrics.get("run", {}), metrics["overall"], metrics["per_language"]
+    form = "through the model's chat template" if run.get("chat_template") else "as plain text"
+    names = ["exact_match", "f1", "recall"]
+    rows = [[name, s["num_questions"], *(_score(s[n]) for n in names)] for name, s in per_language.items()]
+    return _write_lines(
+        out_dir,
+        [
+            "# TyDi QA GoldP (Tulu 2 protocol)",
+            "",
+            f"- model: `{run.get('model', '?')}`",
+            f"- data: `{run.get('data', '?')}`; {run.get('k', '?')}-shot per language; prompts {form}; "
+            f"at most {run.get('max_questions_per_language')} questions per language, contexts cut to "
+            f"{run.get('max_context_tokens')} tokens; greedy, at most {run.get('max_new_tokens', '?')} "
+            "new tokens",
+            *coverage_lines(metrics.get("coverage")),
+            "",
+            "SQuAD v1.1 exact match and F1 (best over the gold answers); recall: a gold answer appears in "
+            "the prediction (lowercased). Averages are over languages.",
+            "",
+            _table(
+                ["questions", "languages", "EM", "F1", "recall"],
+                [[overall["num_questions"], overall["num_languages"], *(_score(overall[n]) for n in names)]],
+            ),
+            "",
+            "## Per language",
+            "",
+            _table(["language", "questions", "EM", "F1", "recall"], rows),
+            "",
+        ],
+    )

@@ -22,6 +22,7 @@ writer; and one entry in cli.EVALS for its arguments.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from lmadapt import __version__
 from lmadapt.data.superni import TEST_INSTANCES_PER_TASK, eval_instances, load_split_tasks
 from lmadapt.data.tasks import PromptEncoding
 from lmadapt.errors import ConfigError, LmadaptError
-from lmadapt.eval import bbh, gsm8k, mmlu, multiple_choice, report
+from lmadapt.eval import bbh, gsm8k, mmlu, multiple_choice, report, tydiqa
 from lmadapt.eval.metrics import score
 from lmadapt.eval.progress import Progress
 from lmadapt.eval.report import coverage
@@ -391,6 +392,70 @@ def run_bbh(
     log.info(
         "exact match %.2f (mean over %d tasks) -> %s", metrics["overall"]["exact_match"], len(by_task), out
     )
+    return metrics
+
+
+def run_tydiqa(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str,
+    k: int = tydiqa.TULU_SHOTS,
+    max_questions_per_language: int | None = 100,
+    max_context_tokens: int | None = tydiqa.TULU_MAX_CONTEXT_TOKENS,
+    chat_template: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_new_tokens: int = tydiqa.TULU_MAX_NEW_TOKENS,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """TyDi QA GoldP from the official files under `data` (tydiqa-goldp-v1.1-dev.json, and -train.json for
+    `k` > 0 shots per language), answered by greedy generation and scored as Tulu 2 scored it
+    (`eval.tydiqa`); returns metrics.json. `max_questions_per_language` (Tulu: 100) and
+    `max_context_tokens` (Tulu: 512) None or 0 keep all."""
+    _check_shots(k)
+    source = ModelSource(
+        model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
+    )
+    data = Path(data)
+    questions = tydiqa.load_examples(data / tydiqa.DEV_FILE)
+    train = tydiqa.load_examples(data / tydiqa.TRAIN_FILE) if k else []
+    questions, shots = tydiqa.sample(questions, train, max_questions_per_language, k)
+    results = ResultsDir(out, overwrite)
+
+    chat = source.uses_chat_template()
+    tokenizer = source.encoder.tokenizer
+    cut = functools.cache(lambda context: tydiqa.cut_context(context, tokenizer, max_context_tokens))
+    prompt_ids = [
+        source.encoder.encode_with_reply_start(
+            tydiqa.build_prompt(q, shots[q.language], chat, cut), tydiqa.answer_word(q)
+        )
+        for q in questions
+    ]
+    texts = source.generate(prompt_ids, "tydiqa", stop=None if chat else [tydiqa.PLAIN_STOP])
+    answers = [text.strip() for text in texts]
+
+    counts = coverage(answers)
+    metrics = tydiqa.tydiqa_metrics(questions, answers)
+    metrics["coverage"] = counts
+    metrics["run"] = {
+        "data": str(data),
+        "model": model,
+        "k": k,
+        "shots": {language: [s.id for s in chosen] for language, chosen in shots.items()},
+        "chat_template": chat,
+        "max_questions_per_language": max_questions_per_language or None,
+        "max_context_tokens": max_context_tokens or None,
+        "max_new_tokens": max_new_tokens,
+        "lmadapt_version": __version__,
+    }
+    records = [
+        {"id": q.id, "language": q.language, "prediction": answer, "answers": q.answers}
+        for q, answer in zip(questions, answers, strict=True)
+    ]
+    results.write(records, metrics, report.write_tydiqa_report)
+    warn_coverage(counts)
+    overall = metrics["overall"]
+    log.info("F1 %.2f, EM %.2f (mean over languages) -> %s", overall["f1"], overall["exact_match"], out)
     return metrics
 
 
