@@ -79,21 +79,38 @@ def test_prompt_is_tulus_text() -> None:
     )
 
 
-def test_accuracy_micro_and_macro_by_hand() -> None:
+def test_accuracy_by_subject_subcategory_and_category_by_hand() -> None:
     def q(subject: str, answer: int) -> Question:
         return Question("q", ["a", "b", "c", "d"], answer, subject, 1)
 
-    # astronomy: 1 of 1 right; biology: 1 of 3 right.
-    questions = [q("biology", 0), q("astronomy", 2), q("biology", 1), q("biology", 3)]
-    metrics = mmlu.accuracy_metrics(questions, [0, 2, 0, 0])
+    # virology (health): 1 of 3 right; astronomy (physics): 1 of 1; "biology" is no MMLU subject (0 of 1):
+    # it counts in the averages and in no group.
+    questions = [q("virology", 0), q("astronomy", 2), q("virology", 1), q("virology", 3), q("biology", 0)]
+    metrics = mmlu.accuracy_metrics(questions, [0, 2, 0, 0, 1])
     assert metrics["per_subject"] == {
         "astronomy": {"num_questions": 1, "accuracy": 100.0},
-        "biology": {"num_questions": 3, "accuracy": 33.3333},
+        "biology": {"num_questions": 1, "accuracy": 0.0},
+        "virology": {"num_questions": 3, "accuracy": 33.3333},
     }
-    # micro: 2 of 4 = 50; macro: (100 + 33.33) / 2 = 66.67
+    assert metrics["per_subcategory"] == {
+        "health": {"num_questions": 3, "accuracy": 33.3333},
+        "physics": {"num_questions": 1, "accuracy": 100.0},
+    }
+    assert metrics["per_category"] == {
+        "STEM": {"num_questions": 1, "accuracy": 100.0},
+        "other (business, health, misc.)": {"num_questions": 3, "accuracy": 33.3333},
+    }
+    # micro: 2 of 5 = 40; macro: (100 + 0 + 33.33) / 3 = 44.44
     assert metrics["overall"] == {
-        "num_questions": 4,
-        "num_subjects": 2,
-        "accuracy_micro": 50.0,
-        "accuracy_macro": 66.6667,
+        "num_questions": 5,
+        "num_subjects": 3,
+        "accuracy_micro": 40.0,
+        "accuracy_macro": 44.4444,
     }
+
+
+def test_the_grouping_covers_the_57_subjects_once() -> None:
+    subjects = [subject for members in mmlu.SUBCATEGORIES.values() for subject in members]
+    assert len(subjects) == len(set(subjects)) == 57
+    grouped = [sub for members in mmlu.CATEGORIES.values() for sub in members]
+    assert sorted(grouped) == sorted(mmlu.SUBCATEGORIES)

@@ -580,7 +580,9 @@ def test_mmlu_run_scores_the_next_letter_token(tmp_path: Path, tiny_llama_dir: P
     assert metrics["overall"]["accuracy_macro"] == round(macro, 4)
     assert metrics["run"]["k"] == 1 and metrics["prompts"] == {"shots_dropped": 0}
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == metrics
-    assert "| virology | 1 |" in (out / "report.md").read_text(encoding="utf-8")
+    report_text = (out / "report.md").read_text(encoding="utf-8")
+    assert "| virology | 1 |" in report_text
+    assert f"| STEM | 2 | {100 * sum(hits['astronomy']) / 2:.2f} |" in report_text
 
     with pytest.raises(LmadaptError, match="already holds results"):
         run_mmlu(data, out, model=str(tiny_llama_dir))

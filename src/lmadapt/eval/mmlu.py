@@ -13,7 +13,9 @@ is one user turn and the reply starts with "The answer is:".
 Prediction: the choice whose letter token is most probable next. The letter token is the last token of
 " A" (" B", ...) as the tokenizer encodes it, Tulu's choice; the log-probability of each is one reply token
 scored by `eval.scoring`, so the argmax equals Tulu's argmax over the softmax restricted to the four tokens.
-Accuracy per subject, its mean over subjects (macro) and over questions (micro: Tulu's "average_acc").
+Accuracy per subject, its mean over subjects (macro) and over questions (micro: Tulu's "average_acc"), and
+over the questions of each of the MMLU paper's 17 subcategories and 4 categories (`SUBCATEGORIES`, the
+grouping of the original MMLU code that Tulu reported as "subcat_acc" and "cat_acc").
 """
 
 from __future__ import annotations
@@ -29,6 +31,70 @@ from lmadapt.eval.multiple_choice import LETTERS, Question, render
 NUM_CHOICES = 4
 TULU_MAX_PROMPT_TOKENS = 2048
 CHAT_REPLY_START = "The answer is:"
+
+# The 57 subjects by subcategory, and the subcategories by category, as the original MMLU code groups them.
+SUBCATEGORIES: dict[str, tuple[str, ...]] = {
+    "math": (
+        "abstract_algebra",
+        "college_mathematics",
+        "elementary_mathematics",
+        "high_school_mathematics",
+        "high_school_statistics",
+    ),
+    "health": (
+        "anatomy",
+        "clinical_knowledge",
+        "college_medicine",
+        "human_aging",
+        "medical_genetics",
+        "nutrition",
+        "professional_medicine",
+        "virology",
+    ),
+    "physics": ("astronomy", "college_physics", "conceptual_physics", "high_school_physics"),
+    "business": ("business_ethics", "management", "marketing"),
+    "biology": ("college_biology", "high_school_biology"),
+    "chemistry": ("college_chemistry", "high_school_chemistry"),
+    "computer science": (
+        "college_computer_science",
+        "computer_security",
+        "high_school_computer_science",
+        "machine_learning",
+    ),
+    "economics": ("econometrics", "high_school_macroeconomics", "high_school_microeconomics"),
+    "engineering": ("electrical_engineering",),
+    "philosophy": (
+        "formal_logic",
+        "logical_fallacies",
+        "moral_disputes",
+        "moral_scenarios",
+        "philosophy",
+        "world_religions",
+    ),
+    "other": ("global_facts", "miscellaneous", "professional_accounting"),
+    "history": (
+        "high_school_european_history",
+        "high_school_us_history",
+        "high_school_world_history",
+        "prehistory",
+    ),
+    "geography": ("high_school_geography",),
+    "politics": (
+        "high_school_government_and_politics",
+        "public_relations",
+        "security_studies",
+        "us_foreign_policy",
+    ),
+    "psychology": ("high_school_psychology", "professional_psychology"),
+    "culture": ("human_sexuality", "sociology"),
+    "law": ("international_law", "jurisprudence", "professional_law"),
+}
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "STEM": ("physics", "chemistry", "biology", "computer science", "math", "engineering"),
+    "humanities": ("history", "philosophy", "law"),
+    "social sciences": ("politics", "culture", "economics", "geography", "psychology"),
+    "other (business, health, misc.)": ("other", "business", "health"),
+}
 
 
 def subjects(data: str | Path) -> list[str]:
@@ -74,14 +140,25 @@ def build_prompt(question: Question, shots: Sequence[Question]) -> str:
     return header(str(question.subject)) + answered + render(question, "letter")
 
 
+def _accuracy(hits: Sequence[bool]) -> dict[str, Any]:
+    return {"num_questions": len(hits), "accuracy": round(100 * sum(hits) / len(hits), 4)}
+
+
 def accuracy_metrics(questions: Sequence[Question], predictions: Sequence[int]) -> dict[str, Any]:
-    """Accuracy (x100, 4 decimals) per subject, macro (mean over subjects) and micro (over questions)."""
+    """Accuracy (x100, 4 decimals) per subject, macro (mean over subjects) and micro (over questions), and
+    over the questions of each subcategory and category that has any (subjects outside the 57 in none)."""
     by_subject: dict[str, list[bool]] = {}
     for question, prediction in zip(questions, predictions, strict=True):
         by_subject.setdefault(str(question.subject), []).append(prediction == question.answer)
-    per_subject = {
-        name: {"num_questions": len(hits), "accuracy": round(100 * sum(hits) / len(hits), 4)}
-        for name, hits in sorted(by_subject.items())
+    subcategories = {
+        name: hits
+        for name, members in SUBCATEGORIES.items()
+        if (hits := [hit for subject in members for hit in by_subject.get(subject, [])])
+    }
+    categories = {
+        name: hits
+        for name, members in CATEGORIES.items()
+        if (hits := [hit for sub in members for hit in subcategories.get(sub, [])])
     }
     all_hits = [hit for hits in by_subject.values() for hit in hits]
     macro = sum(sum(hits) / len(hits) for hits in by_subject.values()) / len(by_subject)
@@ -92,5 +169,7 @@ def accuracy_metrics(questions: Sequence[Question], predictions: Sequence[int]) 
             "accuracy_micro": round(100 * sum(all_hits) / len(all_hits), 4),
             "accuracy_macro": round(100 * macro, 4),
         },
-        "per_subject": per_subject,
+        "per_category": {name: _accuracy(hits) for name, hits in categories.items()},
+        "per_subcategory": {name: _accuracy(hits) for name, hits in sorted(subcategories.items())},
+        "per_subject": {name: _accuracy(hits) for name, hits in sorted(by_subject.items())},
     }

@@ -522,6 +522,13 @@ def write_mmlu_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
                 ],
             ),
             "",
+            "## Per category (MMLU's grouping)",
+            "",
+            _table(
+                ["category", "questions", "accuracy"],
+                [[n, c["num_questions"], _score(c["accuracy"])] for n, c in metrics["per_category"].items()],
+            ),
+            "",
             "## Per subject",
             "",
             _table(["subject", "questions", "accuracy"], rows),
