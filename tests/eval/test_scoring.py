@@ -63,3 +63,20 @@ def test_dpo_and_multiple_choice_score_a_reply_alike(llama) -> None:
     sides = [ROWS[0], ROWS[2], ROWS[1], ROWS[3]]  # chosen sides, then rejected sides
     assert logps.tolist() == pytest.approx(score_replies(llama, sides, batch_size=4), abs=1e-5)
     assert lengths.tolist() == [len(reply) for _, reply in sides]
+
+
+@pytest.mark.parametrize(("batch_size", "logits_to_keep"), [(1, True), (2, False), (5, True)])
+def test_next_token_scores_equal_single_token_replies(
+    llama, t5, monkeypatch, batch_size: int, logits_to_keep: bool
+) -> None:
+    """One pass per prompt gives what scoring each candidate as a one-token reply gives (prompts of unequal
+    length share a batch, so each row's position is found on its own)."""
+    monkeypatch.setattr(scoring, "_accepts_logits_to_keep", lambda model_cls: logits_to_keep)
+    candidates = [68, 40, 71, 3]
+    prompts = [context for context, _ in ROWS]
+    for model, rows in ((llama, prompts), (t5, [[*p[:6], 1] for p in prompts])):
+        got = scoring.score_next_tokens(model, rows, candidates, batch_size=batch_size)
+        flat = score_replies(model, [(p, [c]) for p in rows for c in candidates], batch_size=batch_size)
+        expected = [flat[i : i + len(candidates)] for i in range(0, len(flat), len(candidates))]
+        assert [row for row in got] == [pytest.approx(row, abs=1e-5) for row in expected]
+        assert len({round(row[0], 3) for row in got}) == len(rows)  # the prompts really differ

@@ -598,20 +598,20 @@ def test_mmlu_chat_prompt_ends_with_the_answer_cue(tmp_path: Path, tiny_llama_di
     tokenizer = load_tokenizer(str(tiny_llama_dir))
     tokenizer.chat_template = TULU_JINJA
     tokenizer.save_pretrained(tiny_llama_dir)
-    seen: list = []
+    seen: dict = {}
 
-    def fake_score(model, rows, batch_size, progress):
-        seen.extend(rows)
-        return [0.0, -1.0, 0.5, -2.0] * (len(rows) // 4)
+    def fake_scores(model, prompts, token_ids, batch_size, progress):
+        seen.update(prompts=list(prompts), token_ids=list(token_ids))
+        return [[0.0, -1.0, 0.5, -2.0]] * len(prompts)
 
-    monkeypatch.setattr("lmadapt.eval.scoring.score_replies", fake_score)
+    monkeypatch.setattr("lmadapt.eval.scoring.score_next_tokens", fake_scores)
     metrics = run_mmlu(write_mmlu(tmp_path / "data"), tmp_path / "o", model=str(tiny_llama_dir), k=0)
     assert metrics["run"]["chat_template"] is True
-    assert tokenizer.decode(seen[8][0]) == (
+    assert tokenizer.decode(seen["prompts"][2]) == (
         "<|user|>\nThe following are multiple choice questions (with answers) about  virology.\n\n"
         "Flu?\nA. virus\nB. bacterium\nC. fungus\nD. prion\nAnswer:\n<|assistant|>\nThe answer is:"
     )
-    assert [reply for _, reply in seen[:4]] == [[ord(c) + 3] for c in "ABCD"]
+    assert seen["token_ids"] == [ord(c) + 3 for c in "ABCD"]  # the last token of " A" .. " D"
     assert [r["prediction"] for r in read_jsonl(tmp_path / "o" / "predictions.jsonl")] == ["C", "C", "C"]
     assert metrics["overall"]["accuracy_micro"] == 0.0
 

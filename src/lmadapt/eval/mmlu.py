@@ -11,8 +11,8 @@ A prompt longer than 2048 tokens loses shots from the end until it fits. Through
 is one user turn and the reply starts with "The answer is:".
 
 Prediction: the choice whose letter token is most probable next. The letter token is the last token of
-" A" (" B", ...) as the tokenizer encodes it, Tulu's choice; the log-probability of each is one reply token
-scored by `eval.scoring`, so the argmax equals Tulu's argmax over the softmax restricted to the four tokens.
+" A" (" B", ...) as the tokenizer encodes it, Tulu's choice; their log-probabilities come from one forward
+pass per prompt (`eval.scoring.score_next_tokens`), so the argmax is Tulu's argmax over the four tokens.
 Accuracy per subject, its mean over subjects (macro) and over questions (micro: Tulu's "average_acc"), and
 over the questions of each of the MMLU paper's 17 subcategories and 4 categories (`SUBCATEGORIES`, the
 grouping of the original MMLU code that Tulu reported as "subcat_acc" and "cat_acc").

@@ -2,6 +2,8 @@
 
 One function serves training and evaluation alike: DPO and its reference pass score chosen and rejected
 replies with it (`train.preference`), multiple choice scores each choice with it (`eval.multiple_choice`).
+`score_next_tokens` reads the same batches for the whole next-token distribution after each prompt, so
+choices that are single tokens (MMLU's letters) cost one pass per prompt (`eval.mmlu`).
 
 A batch is right-padded. Decoder-only: {"input_ids", "attention_mask", "labels"}, the labels the reply's
 tokens at their positions and IGNORE_INDEX elsewhere. Encoder-decoder: the prompt in "input_ids" /
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -42,8 +44,8 @@ def _accepts_logits_to_keep(model_cls: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_cls.forward).parameters
 
 
-def reply_log_probs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed reply log-probs [N] float32, reply token counts [N] int64) of a batch (module docstring).
+def _aligned_logits(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [N, T', V], labels [N, T']) of a batch, position t of the logits predicting label t+1.
 
     A decoder-only model projects only the positions from the batch's earliest reply token on to the
     vocabulary (`logits_to_keep`, where the model takes it), so long prompts cost no [T, V] logits.
@@ -56,7 +58,7 @@ def reply_log_probs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor,
             decoder_input_ids=batch["decoder_input_ids"],
             use_cache=False,
         ).logits
-        return sequence_log_probs(logits, labels)
+        return logits, labels
     trained_columns = (labels != IGNORE_INDEX).any(dim=0).nonzero()
     first = int(trained_columns[0]) if len(trained_columns) else 1
     keep = min(input_ids.size(1), input_ids.size(1) - first + 1)
@@ -64,7 +66,22 @@ def reply_log_probs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor,
     logits = model(
         input_ids=input_ids, attention_mask=batch["attention_mask"], use_cache=False, **kwargs
     ).logits
-    return sequence_log_probs(logits, labels[:, -logits.size(1) :])
+    return logits, labels[:, -logits.size(1) :]
+
+
+def reply_log_probs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed reply log-probs [N] float32, reply token counts [N] int64) of a batch (module docstring)."""
+    return sequence_log_probs(*_aligned_logits(model, batch))
+
+
+def next_token_log_probs(model: torch.nn.Module, batch: Batch, token_ids: Sequence[int]) -> torch.Tensor:
+    """[N, C] float32: the log-probability of each of `token_ids` as the first reply token of each row of a
+    batch (its reply's own first token is only a placeholder), under the model's full next-token
+    distribution."""
+    logits, labels = _aligned_logits(model, batch)
+    first = (labels != IGNORE_INDEX).int().argmax(dim=1)  # each row's first reply column
+    rows = logits[torch.arange(logits.size(0), device=logits.device), first.to(logits.device) - 1]
+    return rows.float().log_softmax(dim=-1)[:, list(token_ids)]
 
 
 def reply_batch(rows: Sequence[tuple[list[int], list[int]]], decoder_start_id: int | None) -> Batch:
@@ -96,6 +113,35 @@ def score_replies(
     Rows are sorted by length and scored `batch_size` at a time in eval mode without gradients (the
     model's mode is restored); `progress` advances by one per row.
     """
+    return _map_batches(model, rows, batch_size, progress, lambda batch: reply_log_probs(model, batch)[0])
+
+
+def score_next_tokens(
+    model: Any,
+    prompts: Sequence[list[int]],
+    token_ids: Sequence[int],
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> list[list[float]]:
+    """For each prompt, the log-probability of each of `token_ids` as its next token: what `score_replies`
+    gives each single-token reply, with one forward pass per prompt instead of one per token."""
+    if not token_ids:
+        raise LmadaptError("score_next_tokens needs at least one candidate token")
+    rows = [(prompt, [token_ids[0]]) for prompt in prompts]
+    return _map_batches(
+        model, rows, batch_size, progress, lambda batch: next_token_log_probs(model, batch, token_ids)
+    )
+
+
+def _map_batches(
+    model: Any,
+    rows: Sequence[tuple[list[int], list[int]]],
+    batch_size: int,
+    progress: Progress | None,
+    score: Callable[[Batch], torch.Tensor],
+) -> list[Any]:
+    """`score` of every (prompt ids, reply ids) row (a tensor with one entry per row of its batch), as
+    lists in the order of `rows`: longest rows first, `batch_size` at a time, eval mode, no gradients."""
     if batch_size < 1:
         raise LmadaptError(f"batch_size must be at least 1, got {batch_size}")
     start_id = None
@@ -107,7 +153,7 @@ def score_replies(
         if not reply or (not prompt and start_id is None):
             raise LmadaptError("every row needs reply tokens and (decoder-only) a prompt token")
     order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
-    scores = [0.0] * len(rows)
+    scores: list[Any] = [None] * len(rows)
     was_training = model.training
     model.eval()
     try:
@@ -115,8 +161,8 @@ def score_replies(
             for begin in range(0, len(order), batch_size):
                 index = order[begin : begin + batch_size]
                 batch = reply_batch([rows[i] for i in index], start_id)
-                logps, _ = reply_log_probs(model, {k: v.to(model.device) for k, v in batch.items()})
-                for i, value in zip(index, logps.tolist(), strict=True):
+                values = score({k: v.to(model.device) for k, v in batch.items()})
+                for i, value in zip(index, values.tolist(), strict=True):
                     scores[i] = value
                 if progress is not None:
                     progress.update(len(index))

@@ -4,7 +4,8 @@ Each source is an object that owns its settings and answers for itself:
 
 - `ModelSource`: a local Hugging Face directory. Any evaluation uses it through `encoder` (prompt text to
   ids, through the model's chat template per its `chat_template` setting, `eval.prompts`), then
-  `generate` (greedy continuations) or `score` (log-probability of replies after prompts).
+  `generate` (greedy continuations), `score` (log-probability of replies after prompts) or
+  `score_next_tokens` (log-probabilities of candidate next tokens).
 - `lmadapt.hint.source.HintSource`: a run from `lmadapt hint` (it lives with HINT, which builds on eval).
 - `HeuristicSource`: a model-free SuperNI baseline (`eval.predictors`).
 - `PredictionsFile`: a JSONL file of {"id", "prediction"}; ids it lacks are missing predictions.
@@ -133,6 +134,16 @@ class ModelSource:
         log.info("scoring %d replies with %s (batch size %d)", len(rows), self.path, self.batch_size)
         with Progress(len(rows), desc) as progress:
             return score_replies(self.model, rows, self.batch_size, progress)
+
+    def score_next_tokens(
+        self, prompt_ids: Sequence[list[int]], token_ids: Sequence[int], desc: str
+    ) -> list[list[float]]:
+        """Log-probability of each of `token_ids` as the next token after each prompt (`eval.scoring`)."""
+        from lmadapt.eval.scoring import score_next_tokens
+
+        log.info("scoring %d prompts with %s (batch size %d)", len(prompt_ids), self.path, self.batch_size)
+        with Progress(len(prompt_ids), desc) as progress:
+            return score_next_tokens(self.model, prompt_ids, token_ids, self.batch_size, progress)
 
     def uses_chat_template(self) -> bool:
         return self.encoder.template is not None

@@ -294,8 +294,7 @@ def run_mmlu(
     tokenizer = source.encoder.tokenizer
     letters = multiple_choice.LETTERS[: mmlu.NUM_CHOICES]
     letter_ids = [tokenizer(" " + letter, add_special_tokens=False)["input_ids"][-1] for letter in letters]
-    log_probs = source.score([(ids, [token]) for ids in prompt_ids for token in letter_ids], "mmlu")
-    per_question = [log_probs[i : i + len(letters)] for i in range(0, len(log_probs), len(letters))]
+    per_question = source.score_next_tokens(prompt_ids, letter_ids, "mmlu")
     predictions = [max(range(len(scores)), key=scores.__getitem__) for scores in per_question]
 
     metrics = mmlu.accuracy_metrics(questions, predictions)
