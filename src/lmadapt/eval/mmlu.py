@@ -7,7 +7,8 @@ choices and the answer letter. A subject's shots are the first k rows of its dev
 Prompt: the header "The following are multiple choice questions (with answers) about  <subject words>.\\n\\n"
 (two spaces: the subject's words are each preceded by one, as in the original MMLU code Tulu copied), each
 shot as "question\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: X\\n\\n", then the question ending in "Answer:".
-A prompt longer than 2048 tokens loses shots from the end until it fits. Through a chat template the prompt
+A prompt longer than 2048 tokens loses shots from the end until it fits (counted as the model receives it,
+BOS included: one token more than Tulu counted). Through a chat template the prompt
 is one user turn and the reply starts with "The answer is:".
 
 Prediction: the choice whose letter token is most probable next. The letter token is the last token of
