@@ -15,7 +15,7 @@ from a local file, answered by greedy generation and graded on the final number.
 accuracy of a trained reward model on preference pairs.
 
 Adding an evaluation (MMLU, BBH, TydiQA, ...) means writing its loader, prompt and scorer in `eval/`,
-then a run_* function here that wires them: `ModelSource(...).encoder` to encode prompts, `.generate`
+then a run_* function here that wires them: `_model_source(...).encoder` to encode prompts, `.generate`
 or `.score` to answer them, `report.coverage` on generated texts, `ResultsDir.write` with a report
 writer; and one entry in cli.EVALS for its arguments.
 """
@@ -167,7 +167,7 @@ def run_multiple_choice(
     """
     _check_choice("answer_format", answer_format, multiple_choice.ANSWER_FORMATS)
     _check_shots(k)
-    source = ModelSource(_plain_model(model), chat_template=chat_template, batch_size=batch_size)
+    source = _model_source(model, chat_template=chat_template, batch_size=batch_size)
     questions = multiple_choice.load_questions(data)[: max_questions or None]
     pool = multiple_choice.load_questions(fewshot) if fewshot is not None else []
     results = ResultsDir(out, overwrite, [report.SUBJECT_CHART_NAME])
@@ -217,8 +217,8 @@ def run_gsm8k(
     (None or 0: all). Empty answers are counted in "coverage".
     """
     _check_shots(k)
-    source = ModelSource(
-        _plain_model(model), chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
+    source = _model_source(
+        model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
     )
     problems = gsm8k.load_problems(data)[: max_questions or None]
     shots = gsm8k.load_problems(fewshot)[:k] if fewshot is not None else []
@@ -272,7 +272,7 @@ def run_mmlu(
     dev file, scored as Tulu 2 scored it (`eval.mmlu`); returns metrics.json. A prompt over
     `max_prompt_tokens` loses shots until it fits ("shots_dropped" counts those prompts)."""
     _check_shots(k)
-    source = ModelSource(model, chat_template=chat_template, batch_size=batch_size)
+    source = _model_source(model, chat_template=chat_template, batch_size=batch_size)
     data = Path(data)
     names = mmlu.subjects(data)
     questions = [q for name in names for q in mmlu.load_csv(data / "test" / f"{name}_test.csv", name)]
@@ -344,7 +344,7 @@ def run_bbh(
     """BIG-Bench Hard from the official layout under `data` (bbh/*.json, cot-prompts/*.txt), 3-shot chain
     of thought scored as Tulu 2 scored it (`eval.bbh`); returns metrics.json. `max_examples_per_task`
     None or 0 keeps all (Tulu used 40)."""
-    source = ModelSource(
+    source = _model_source(
         model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
     )
     prompts = bbh.load_tasks(data)
@@ -412,7 +412,7 @@ def run_tydiqa(
     (`eval.tydiqa`); returns metrics.json. `max_questions_per_language` (Tulu: 100) and
     `max_context_tokens` (Tulu: 512) None or 0 keep all."""
     _check_shots(k)
-    source = ModelSource(
+    source = _model_source(
         model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
     )
     data = Path(data)
@@ -528,14 +528,14 @@ def _is_hint_run(model: str) -> bool:
     return is_hint_run(model)
 
 
-def _plain_model(model: str) -> str:
-    """`model`, refused when it is a HINT run (which needs an instruction and an input: eval superni)."""
+def _model_source(model: str, **settings: Any) -> ModelSource:
+    """A plain model's source; a HINT run is refused (it needs an instruction and an input: eval superni)."""
     if _is_hint_run(model):
         raise ConfigError(
             f"{model} is a HINT run: it predicts from an instruction and an input, which only "
             "`lmadapt eval superni` gives it"
         )
-    return model
+    return ModelSource(model, **settings)
 
 
 def _or(value: Any, default: Any) -> Any:
