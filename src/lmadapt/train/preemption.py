@@ -25,8 +25,10 @@ class StopRequest:
     """Context manager that turns SIGTERM/SIGINT into `requested` (checked at step boundaries).
 
     A second signal, or `grace_s` seconds without the engine acting on the first, raises
-    KeyboardInterrupt in the main thread. Outside the main thread (where Python cannot install
-    handlers) it does nothing and signals keep their default behaviour.
+    KeyboardInterrupt in the main thread. The handlers are installed even where the parent ignored
+    SIGINT (a shell's background job): here the signal only ever asks for a clean stop. Outside the
+    main thread (where Python cannot install handlers) it does nothing and signals keep their
+    default behaviour.
     """
 
     def __init__(self, grace_s: float):
