@@ -8,9 +8,9 @@ byte-level BPE tokenizer trained here on them, and a ~7.9M-parameter Llama (fp32
 max length 512, rendered with the Tulu template on every side. Six sides, each in its own subprocess
 per round, rounds alternating so a background load that comes and goes penalises none:
 
-- lmadapt: `lmadapt sft` defaults (random batches of 8 examples, right-padded);
-- lmadapt_packed: `data.packing=true` (8 rows of up to 512 tokens, examples isolated);
-- lmadapt_grouped: `data.group_by_length=true` (8 examples of similar length);
+- lmadapt_random: `data.batching=random` (random batches of 8 examples, right-padded);
+- lmadapt_packed: `data.batching=packed` (8 rows of up to 512 tokens, examples isolated);
+- lmadapt_grouped: `data.batching=grouped`, the default (8 examples of similar length);
 - trl_default: SFTTrainer with its SFTConfig defaults (gradient checkpointing on) but fp32 and batch 8;
 - trl_fastest: the same plus `--trl-fastest` (default: padding-free, no gradient checkpointing);
 - limit: the bare model's forward + backward + AdamW on full 8 x 512 rows of the same tokens,
@@ -42,9 +42,9 @@ VOCAB = 8192
 MAX_LENGTH = 512
 BATCH = 8
 LMADAPT_SIDES = {
-    "lmadapt": [],
-    "lmadapt_packed": ["data.packing=true"],
-    "lmadapt_grouped": ["data.group_by_length=true"],
+    "lmadapt_random": ["data.batching=random"],
+    "lmadapt_packed": ["data.batching=packed"],
+    "lmadapt_grouped": ["data.batching=grouped"],  # the default
 }
 SIDES = [*LMADAPT_SIDES, "trl_default", "trl_fastest", "limit"]
 

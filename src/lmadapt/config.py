@@ -80,14 +80,15 @@ class DataConfig:
     truncation: Literal["truncate", "drop"] = "truncate"
     cache_dir: str = ".cache/lmadapt"
     seed: int = 0
-    # SFT only. packing (causal models): examples are concatenated into rows of at most pack_length
-    # tokens (0 = max_length), with positions restarting and attention and labels isolated per
-    # example, so every example's loss and gradient are those of the unpadded run. train.batch_size
-    # then counts rows, not examples: a micro-batch is batch_size rows of up to pack_length tokens.
-    packing: bool = False
+    # How examples form micro-batches (train.batch_size each):
+    #   grouped (default): examples of similar length, in a seeded random order: little padding; the
+    #     fastest exact batching measured (benchmarks/sft_vs_trl.py). SFT, DPO and reward models.
+    #   random: a seeded shuffle, right-padded to the longest of the micro-batch.
+    #   packed (SFT, causal models): examples concatenated into rows of at most pack_length tokens
+    #     (0 = max_length), positions restarting and attention and labels isolated per example, so every
+    #     example's loss and gradient are those of the unpadded run; train.batch_size then counts rows.
+    batching: Literal["grouped", "random", "packed"] = "grouped"
     pack_length: int = 0
-    # Unpacked batches: micro-batches of similar-length examples (less padding), in a seeded random order.
-    group_by_length: bool = False
 
 
 @dataclass

@@ -134,7 +134,7 @@ def test_sft_two_ranks_with_half_batches_equal_one_process(
 ):
     """Padded batches of examples, or (packing) batches of packed rows: ranks take alternate micro-batches."""
     data = write_reverse_data(tmp_path / "train.jsonl", 32)
-    pack = f"data.packing={str(packing).lower()}"
+    pack = f"data.batching={'packed' if packing else 'random'}"
     one = sft.run(
         _sft(tmp_path, tiny_llama_dir, data, "one", pack, "train.batch_size=8", "train.max_steps=4")
     )
@@ -168,6 +168,7 @@ def test_dpo_two_ranks_with_half_batches_equal_one_process(tmp_path, tiny_llama_
                 f"train.output_dir={tmp_path / name}",
                 f"train.batch_size={batch}",
                 "train.max_steps=3",
+                "data.batching=random",  # grouped micro-batches depend on the per-rank batch size
                 "dpo.beta=0.5",
                 *COMMON,
             ],

@@ -152,7 +152,10 @@ def test_packed_step_equals_unpacked_step_with_the_same_trained_tokens(
         *lora,
     ]
     results = {}
-    for name, extra in (("padded", []), ("packed", ["data.packing=true", "data.pack_length=128"])):
+    for name, extra in (
+        ("padded", ["data.batching=random"]),
+        ("packed", ["data.batching=packed", "data.pack_length=128"]),
+    ):
         cfg = _cfg(tmp_path, tiny_llama_dir, data, *exact, *extra, f"train.output_dir={tmp_path / name}")
         torch.manual_seed(0)  # sft.run draws LoRA's initial A matrices from the global generator
         results[name] = sft.run(cfg)
@@ -169,7 +172,9 @@ def test_packed_step_equals_unpacked_step_with_the_same_trained_tokens(
     assert (moved - untouched).abs().max() > 1e-3  # the step did change the model
 
 
-@pytest.mark.parametrize("batching", ["data.packing=true", "data.group_by_length=true"])
+@pytest.mark.parametrize(
+    "batching", ["data.batching=packed", "data.batching=grouped", "data.batching=random"]
+)
 def test_resumed_run_equals_uninterrupted_one(tmp_path, tiny_llama_dir, write_reverse_data, batching, caplog):
     """Resume from a mid-run checkpoint (across an epoch boundary) lands on the same weights."""
     data = write_reverse_data(tmp_path / "train.jsonl", 24)

@@ -5,9 +5,10 @@ import random
 import pytest
 
 from lmadapt.config import DataConfig
+from lmadapt.data.preference import TokenizedPair
 from lmadapt.data.tokenize import TokenizedExample
 from lmadapt.errors import ConfigError
-from lmadapt.train.batching import BatchPlan, LengthGroupedPlan, lm_batches, pack_rows, require_unpacked
+from lmadapt.train.batching import BatchPlan, LengthGroupedPlan, lm_batches, pack_rows, pair_plan
 
 
 def _long_tailed_lengths(n: int, seed: int = 0) -> list[int]:
@@ -78,7 +79,7 @@ def _examples(lengths: list[int]) -> list[TokenizedExample]:
 
 def test_lm_batches_packs_train_and_eval_rows_with_batch_size_counting_rows():
     train, evals = _examples([30, 30, 20, 10, 5, 5, 60]), _examples([40, 20, 4])
-    batches = lm_batches(train, evals, DataConfig(max_length=64, packing=True), "causal", 2, 0, 0)
+    batches = lm_batches(train, evals, DataConfig(max_length=64, batching="packed"), "causal", 2, 0, 0)
     assert sorted(len(e.input_ids) for row in batches.train for e in row) == [5, 5, 10, 20, 30, 30, 60]
     assert len(batches.train) == 3 and batches.plan.micro_per_epoch == 2
     batch = batches.collate([batches.train[i] for i in batches.plan.indices(0)])
@@ -89,9 +90,8 @@ def test_lm_batches_packs_train_and_eval_rows_with_batch_size_counting_rows():
 @pytest.mark.parametrize(
     ("data", "kind", "match"),
     [
-        (DataConfig(packing=True), "seq2seq", "causal"),
-        (DataConfig(packing=True, group_by_length=True), "causal", "unpacked"),
-        (DataConfig(max_length=64, packing=True, pack_length=32), "causal", "at least data.max_length"),
+        (DataConfig(batching="packed"), "seq2seq", "causal"),
+        (DataConfig(max_length=64, batching="packed", pack_length=32), "causal", "at least data.max_length"),
     ],
 )
 def test_lm_batches_refuses_inconsistent_settings(data, kind, match):
@@ -99,7 +99,17 @@ def test_lm_batches_refuses_inconsistent_settings(data, kind, match):
         lm_batches(_examples([4]), [], data, kind, 2, 0, 0)
 
 
-def test_recipes_without_packing_refuse_the_keys():
-    with pytest.raises(ConfigError, match=r"data\.group_by_length is supported by the sft recipe only"):
-        require_unpacked(DataConfig(group_by_length=True), "dpo")
-    require_unpacked(DataConfig(), "dpo")
+def test_pairs_are_length_grouped_by_their_longer_side_and_never_packed():
+    pairs = [
+        TokenizedPair(TokenizedExample([1] * n, [1] * n), TokenizedExample([1] * (n + k), [1] * (n + k)))
+        for n, k in [(3, 0), (40, 1), (5, 2), (38, 0), (4, 1), (41, 0), (2, 0), (39, 2)]
+    ]
+    plan = pair_plan(pairs, DataConfig(), batch_size=2, seed=0, recipe="dpo")
+    batches = [plan.indices(m) for m in range(plan.micro_per_epoch)]
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    longer = [max(len(p.chosen.input_ids), len(p.rejected.input_ids)) for p in pairs]
+    assert all(abs(longer[a] - longer[b]) <= 3 for a, b in batches)  # short with short, long with long
+    shuffled = pair_plan(pairs, DataConfig(batching="random"), batch_size=2, seed=0, recipe="dpo")
+    assert shuffled.indices(0) == BatchPlan(8, 2, 0).indices(0)
+    with pytest.raises(ConfigError, match=r"data\.batching=packed is supported by the sft recipe only"):
+        pair_plan(pairs, DataConfig(batching="packed"), batch_size=2, seed=0, recipe="dpo")

@@ -27,7 +27,7 @@ from lmadapt.errors import ConfigError
 from lmadapt.models.load import apply_lora, load_model, load_tokenizer, resolve_dtype
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
-from lmadapt.train.batching import require_unpacked
+from lmadapt.train.batching import pair_plan
 from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.preference import (
     DirectPreference,
@@ -116,7 +116,6 @@ class DPOResult:
 
 def run(cfg: DPOConfig) -> DPOResult:
     validate_preference_loss(cfg.dpo)
-    require_unpacked(cfg.data, "dpo")
     run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources))
     accelerator = run.accelerator
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
@@ -140,6 +139,7 @@ def run(cfg: DPOConfig) -> DPOResult:
     disable_dropout(model)
     if reference is adapters_off_reference:
         log.info("reference: the base model with LoRA adapters disabled, computed each step")
+    plan = pair_plan(splits[0], cfg.data, cfg.train.batch_size, cfg.train.seed, "dpo")
     run.create()
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
     result = fit(
@@ -151,6 +151,7 @@ def run(cfg: DPOConfig) -> DPOResult:
         run.out,
         accelerator,
         splits[1],
+        plan=plan,
     )
     run.finish(
         result,

@@ -23,7 +23,7 @@ from lmadapt.data.templates import get_template
 from lmadapt.models.load import apply_lora, load_model, load_tokenizer
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
-from lmadapt.train.batching import require_unpacked
+from lmadapt.train.batching import pair_plan
 from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.preference import BradleyTerryReward
 from lmadapt.train.run import start_run
@@ -47,7 +47,6 @@ class RewardResult:
 
 
 def run(cfg: RewardConfig) -> RewardResult:
-    require_unpacked(cfg.data, "reward")
     run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources))
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
@@ -58,9 +57,12 @@ def run(cfg: RewardConfig) -> RewardResult:
     evals = load_tokenized(cfg.data.eval_sources, cfg.data, tokenizer, template, "preference").records
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, "sequence_classification", template_tokens)
+    plan = pair_plan(train, cfg.data, cfg.train.batch_size, cfg.train.seed, "reward")
     run.create()
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
-    result = fit(model, BradleyTerryReward(), train, collate, cfg.train, run.out, run.accelerator, evals)
+    result = fit(
+        model, BradleyTerryReward(), train, collate, cfg.train, run.out, run.accelerator, evals, plan=plan
+    )
     run.finish(
         result,
         lambda out: save_model_and_tokenizer(model, tokenizer, out, template.jinja, result.full_state_dict),

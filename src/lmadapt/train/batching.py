@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ import torch
 
 from lmadapt.config import DataConfig
 from lmadapt.data.collate import collate_causal, collate_packed
+from lmadapt.data.preference import TokenizedPair
 from lmadapt.data.tokenize import TokenizedExample
 from lmadapt.errors import ConfigError
 
@@ -71,6 +72,7 @@ class LengthGroupedPlan:
     batch_size: int
     seed: int
     group: int = 64  # micro-batches per length-sorted window
+    _epoch: tuple[int, list[list[int]]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def micro_per_epoch(self) -> int:
@@ -89,7 +91,9 @@ class LengthGroupedPlan:
 
     def indices(self, micro_index: int) -> list[int]:
         epoch, within = divmod(micro_index, self.micro_per_epoch)
-        return self.epoch_batches(epoch)[within]
+        if self._epoch is None or self._epoch[0] != epoch:  # one sort per epoch, not per micro-batch
+            self._epoch = (epoch, self.epoch_batches(epoch))
+        return self._epoch[1][within]
 
 
 def pack_rows(lengths: Sequence[int], pack_length: int) -> list[list[int]]:
@@ -142,11 +146,9 @@ def lm_batches(
     pad_token_id: int,
 ) -> Batches:
     """Padded (optionally length-grouped) or, for causal models, packed language-modelling batches."""
-    if data.packing:
+    if data.batching == "packed":
         if kind != "causal":
-            raise ConfigError("data.packing needs a causal (decoder-only) model; set data.packing=false")
-        if data.group_by_length:
-            raise ConfigError("data.group_by_length applies to unpacked batches; set data.packing=false")
+            raise ConfigError("data.batching=packed needs a causal (decoder-only) model; use grouped")
         pack_length = data.pack_length or data.max_length
         if pack_length < data.max_length:
             raise ConfigError(
@@ -167,15 +169,21 @@ def lm_batches(
     plan: MicroBatchPlan = (
         # Both the inputs and (seq2seq) the labels are padded: group by their total length.
         LengthGroupedPlan([len(e.input_ids) + len(e.labels) for e in train], batch_size, seed)
-        if data.group_by_length
+        if data.batching == "grouped"
         else BatchPlan(len(train), batch_size, seed)
     )
     # Seq2seq batches pad like causal ones (collate_seq2seq is collate_causal).
     return Batches(train, evals, partial(collate_causal, pad_token_id=pad_token_id), plan)
 
 
-def require_unpacked(data: DataConfig, recipe: str) -> None:
-    """Refuse the SFT-only batching keys in recipes that do not implement them."""
-    for key in ("packing", "group_by_length"):
-        if getattr(data, key):
-            raise ConfigError(f"data.{key} is supported by the sft recipe only, not {recipe}")
+def pair_plan(
+    pairs: Sequence[TokenizedPair], data: DataConfig, batch_size: int, seed: int, recipe: str
+) -> MicroBatchPlan:
+    """The micro-batch plan of preference pairs: length-grouped by the longer side (both sides are padded
+    to the longest of the batch), or random. Packing is refused: pairs are not packed (yet)."""
+    if data.batching == "packed":
+        raise ConfigError(f"data.batching=packed is supported by the sft recipe only, not {recipe}")
+    if data.batching == "grouped":
+        longer = [max(len(p.chosen.input_ids), len(p.rejected.input_ids)) for p in pairs]
+        return LengthGroupedPlan(longer, batch_size, seed)
+    return BatchPlan(len(pairs), batch_size, seed)
