@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lmadapt.config import HintConfig, HintDataConfig, HintTrainConfig, HypernetworkConfig, ModelConfig
-from lmadapt.demo.stages import Context, StageResult, evaluate_run, timed_run, training_budget
+from lmadapt.demo.stages import Context, StageResult, train_and_score, training_budget
 from lmadapt.recipes import hint
 
 DEMO_MODULES = HypernetworkConfig(adapter_size=32, prefix_length=8)
@@ -28,16 +28,5 @@ def stage_hint(ctx: Context) -> StageResult:
         ),
         train=HintTrainConfig(**training_budget(ctx, "hint")),  # the SFT stage's, field for field
     )
-    result, seconds = timed_run(hint.run, cfg)
-    evaluation = evaluate_run(result.out_dir, ctx, ctx.out / "eval" / "hint")
-    return StageResult(
-        name="hint",
-        description=f"HINT: the hypernetwork reads the instruction once per task ({ctx.encoding})",
-        scores=evaluation.scores,
-        per_family=evaluation.per_family,
-        train_seconds=seconds,
-        trained_tokens=result.fit.state.trained_tokens,
-        run_dir=result.out_dir,
-        per_set=evaluation.per_set,
-        extra={"flops": evaluation.flops},
-    )
+    description = f"HINT: the hypernetwork reads the instruction once per task ({ctx.encoding})"
+    return train_and_score(ctx, "hint", description, hint.run, cfg)[1]

@@ -30,7 +30,7 @@ from lmadapt.data.preference import PreferencePair, collate_pairs, tokenize_pair
 from lmadapt.data.tasks import Task, encode_prompt
 from lmadapt.data.templates import get_template
 from lmadapt.data.tokenize import encode_prompt as encode_chat_prompt
-from lmadapt.demo.stages import Context, StageResult, evaluate_run, timed_run
+from lmadapt.demo.stages import Context, StageResult, train_and_score
 from lmadapt.eval.generate import generate
 from lmadapt.eval.metrics import exact_match
 from lmadapt.models.load import load_model, load_tokenizer
@@ -148,35 +148,25 @@ def stage_dpo(ctx: Context) -> StageResult:
         ),
         dpo=PreferenceLossConfig(loss="dpo", beta=s.dpo_beta),
     )
-    result, seconds = timed_run(dpo.run, cfg)
+    description = f"DPO (beta {s.dpo_beta}) from the SFT model on {len(train)} suite pairs"
+    result, stage = train_and_score(ctx, "dpo", description, dpo.run, cfg)
     after = preference_accuracy(result.model, tokenizer, held)
-    evaluation = evaluate_run(result.out_dir, ctx, ctx.out / "eval" / "dpo")
     pairs_seen = result.fit.state.units  # the preference objective's unit: steps x batch, repeats included
-    return StageResult(
-        name="dpo",
-        description=f"DPO (beta {s.dpo_beta}) from the SFT model on {len(train)} suite pairs",
-        scores=evaluation.scores,
-        per_family=evaluation.per_family,
-        train_seconds=seconds,
-        trained_tokens=result.fit.state.trained_tokens,
-        run_dir=result.out_dir,
-        per_set=evaluation.per_set,
-        notes=[
-            f"Pairs: {len(train)} for training, {pairs_seen} seen in {result.fit.state.step} steps of "
-            f"{s.dpo_batch_size} ({pairs_seen / max(1, len(train)):.2g} passes over them); "
-            f"{len(held)} held out (held-out instances of the training tasks).",
-            f"Rejected reply is the SFT model's own wrong answer (sampled at temperature 1): "
-            f"{100 * own_train:.0f}% of training pairs, {100 * own_held:.0f}% of held-out pairs; "
-            "the others are near-misses of the correct answer.",
-            f"Preference accuracy on the held-out pairs (chosen reply more likely than rejected): "
-            f"{before:.1f}% before DPO, {after:.1f}% after.",
-        ],
-        extra={
-            "preference_accuracy_before": before,
-            "preference_accuracy_after": after,
-            "train_pairs": len(train),
-            "heldout_pairs": len(held),
-            "rejected_is_models_own_error": {"train": own_train, "heldout": own_held},
-            "flops": evaluation.flops,
-        },
+    stage.notes = [
+        f"Pairs: {len(train)} for training, {pairs_seen} seen in {result.fit.state.step} steps of "
+        f"{s.dpo_batch_size} ({pairs_seen / max(1, len(train)):.2g} passes over them); "
+        f"{len(held)} held out (held-out instances of the training tasks).",
+        f"Rejected reply is the SFT model's own wrong answer (sampled at temperature 1): "
+        f"{100 * own_train:.0f}% of training pairs, {100 * own_held:.0f}% of held-out pairs; "
+        "the others are near-misses of the correct answer.",
+        f"Preference accuracy on the held-out pairs (chosen reply more likely than rejected): "
+        f"{before:.1f}% before DPO, {after:.1f}% after.",
+    ]
+    stage.extra.update(
+        preference_accuracy_before=before,
+        preference_accuracy_after=after,
+        train_pairs=len(train),
+        heldout_pairs=len(held),
+        rejected_is_models_own_error={"train": own_train, "heldout": own_held},
     )
+    return stage

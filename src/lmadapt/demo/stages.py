@@ -2,7 +2,7 @@
 model, the SFT (concatenation) stage, and the one way every stage is timed and scored.
 
 A stage is a function `Context -> StageResult` that builds a config for a public recipe
-(`lmadapt.recipes.sft|hint|dpo`), trains it with `timed_run` and scores the saved run with
+(`lmadapt.recipes.sft|hint|dpo`), trains and scores it with `train_and_score`: the timed `run(cfg)`, then
 `evaluate_run` (`lmadapt eval superni` on each evaluation set). `demo.run` schedules them; a stage
 reads the results of the stages it needs from `ctx.results`.
 """
@@ -83,7 +83,7 @@ class StageResult:
     description: str
     scores: dict[str, dict[str, float]]  # eval set -> {"exact_match", "rougeL"}
     per_family: dict[str, dict[str, float]] = field(default_factory=dict)  # eval set -> family -> EM
-    train_seconds: float = 0.0  # the recipe's `run(cfg)`, loading and saving included (`timed_run`)
+    train_seconds: float = 0.0  # the recipe's `run(cfg)`, loading and saving included (`train_and_score`)
     trained_tokens: int = 0  # tokens the loss was computed on (DPO: chosen and rejected replies)
     run_dir: Path | None = None
     # eval set -> measure -> value, from `evaluate_run` (inference FLOPs and eval seconds per instance)
@@ -154,11 +154,26 @@ def evaluate_run(run_dir: Path, ctx: Context, out: Path) -> Evaluation:
 R = TypeVar("R")
 
 
-def timed_run(run: Callable[[Any], R], cfg: Any) -> tuple[R, float]:
-    """`run(cfg)` of a recipe and its wall time: how every stage's training is timed."""
+def train_and_score(
+    ctx: Context, name: str, description: str, run: Callable[[Any], R], cfg: Any
+) -> tuple[R, StageResult]:
+    """How every stage trains and is measured: the public recipe's `run(cfg)`, timed (loading and saving
+    included), then `evaluate_run` on the three sets. Returns the recipe's result and the stage's row."""
     start = time.perf_counter()
     result = run(cfg)
-    return result, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    evaluation = evaluate_run(result.out_dir, ctx, ctx.out / "eval" / name)
+    return result, StageResult(
+        name=name,
+        description=description,
+        scores=evaluation.scores,
+        per_family=evaluation.per_family,
+        train_seconds=seconds,
+        trained_tokens=result.fit.state.trained_tokens,
+        run_dir=result.out_dir,
+        per_set=evaluation.per_set,
+        extra={"flops": evaluation.flops},
+    )
 
 
 def training_budget(ctx: Context, name: str) -> dict[str, Any]:
@@ -202,19 +217,8 @@ def stage_sft(ctx: Context) -> StageResult:
         ),
         train=TrainConfig(**training_budget(ctx, "sft"), eval_every=max(1, s.max_steps // 5)),
     )
-    result, seconds = timed_run(sft.run, cfg)
-    evaluation = evaluate_run(result.out_dir, ctx, ctx.out / "eval" / "sft")
-    return StageResult(
-        name="sft",
-        description=f"SFT, instruction concatenated with each input ({ctx.encoding})",
-        scores=evaluation.scores,
-        per_family=evaluation.per_family,
-        train_seconds=seconds,
-        trained_tokens=result.fit.state.trained_tokens,
-        run_dir=result.out_dir,
-        per_set=evaluation.per_set,
-        extra={"flops": evaluation.flops},
-    )
+    description = f"SFT, instruction concatenated with each input ({ctx.encoding})"
+    return train_and_score(ctx, "sft", description, sft.run, cfg)[1]
 
 
 def build_base_model(suite: Suite, settings: DemoSettings, out: Path) -> Path:
