@@ -14,8 +14,8 @@ from typing import IO, Any
 PLAIN_INTERVAL_S = 30.0
 
 
-def _duration(seconds: float) -> str:
-    """H:MM:SS, as training's progress lines write their ETA."""
+def format_duration(seconds: float) -> str:
+    """H:MM:SS, for every progress line (evaluation and training)."""
     seconds = round(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -56,9 +56,9 @@ class Progress:
         """The plain record: done/total, percent, elapsed and estimated remaining time."""
         elapsed = now - self.start
         percent = 100 * self.done / self.total if self.total else 100.0
-        text = f"{self.desc}: {self.done}/{self.total} ({percent:.0f}%), elapsed {_duration(elapsed)}"
+        text = f"{self.desc}: {self.done}/{self.total} ({percent:.0f}%), elapsed {format_duration(elapsed)}"
         if 0 < self.done < self.total:
-            text += f", ETA {_duration(elapsed / self.done * (self.total - self.done))}"
+            text += f", ETA {format_duration(elapsed / self.done * (self.total - self.done))}"
         return text
 
     def _line(self, now: float) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from lmadapt.eval.progress import format_duration
+
 log = logging.getLogger("lmadapt")
 
 
@@ -89,8 +91,7 @@ class Monitor:
         done = step - first_step
         if done <= 0:
             return "?"
-        seconds = int((now - started) / done * (self.total_steps - step))
-        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        return format_duration((now - started) / done * (self.total_steps - step))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
