@@ -63,7 +63,6 @@ class TrainingRun:
     train: TrainConfig
     out: Path
     accelerator: Accelerator
-    created: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -74,11 +73,7 @@ class TrainingRun:
         return self.accelerator.is_main_process
 
     def create(self) -> None:
-        """Create the run directory and write config.yaml (rank 0); every rank returns once it exists.
-        Later calls do nothing."""
-        if self.created:
-            return
-        self.created = True
+        """Create the run directory and write config.yaml (rank 0); every rank returns once it exists."""
         if self.is_main:
             if self.train.overwrite and not self.train.resume and self.out.exists():
                 shutil.rmtree(self.out)
