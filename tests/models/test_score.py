@@ -44,3 +44,12 @@ def test_token_scores_equal_the_pooled_score_at_the_last_token(lora):
 def test_token_scores_refuse_a_model_without_a_score_head():
     with pytest.raises(LmadaptError, match="no `score` head"):
         token_scores(byte_llama(), *_batch())
+
+
+def test_token_scores_of_a_left_padded_row_with_position_ids_equal_the_unpadded_row():
+    model = _reward_model()
+    ids = torch.tensor([[0, 0, 5, 11, 8], [5, 9, 14, 20, 7]])
+    mask = (ids != 0).long()
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    scores = token_scores(model, ids, mask, positions)
+    torch.testing.assert_close(scores[0, 2:], token_scores(model, ids[:1, 2:], mask[:1, 2:])[0])

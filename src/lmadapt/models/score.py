@@ -13,9 +13,14 @@ from lmadapt.errors import LmadaptError
 
 
 def token_scores(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The scalar head applied to every position's final hidden state. ids, mask: [B, L] -> [B, L].
+
+    position_ids [B, L]: needed for left-padded rows (the backbone otherwise counts padding as positions).
 
     `model` is a transformers *ForSequenceClassification with one label and a `score` head (Llama,
     Mistral, Qwen, GPT-2...), or a PEFT wrapper of one.
@@ -27,5 +32,7 @@ def token_scores(
         raise LmadaptError(
             f"{type(inner).__name__} has no `score` head over a backbone; a value model needs one"
         )
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    hidden = backbone(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
     return head(hidden).squeeze(-1)
