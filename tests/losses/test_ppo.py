@@ -15,6 +15,7 @@ from lmadapt.losses.ppo import (
     kl_penalised_rewards,
     masked_mean,
     masked_var,
+    ppo_targets,
     scores_with_eos_penalty,
     whiten,
 )
@@ -186,3 +187,63 @@ def test_explained_variance_matches_the_formula():
     expected = 1 - residual / statistics.variance([r for _, r in pairs])
     assert explained_variance(values, returns, mask).item() == pytest.approx(expected, rel=1e-12)
     assert explained_variance(returns, returns, mask).item() == 1.0
+
+
+def _targets_by_lists(scores, logps, ref, values, lengths, kl_coef, gamma, lam, whiten_rewards):
+    """ppo_targets written out on Python lists, one completion at a time (the InstructGPT / TRL recipe)."""
+    rewards = []
+    for b, n in enumerate(lengths):
+        row = [-kl_coef * (logps[b][t] - ref[b][t]) for t in range(n)]
+        row[-1] += scores[b]
+        rewards.append(row)
+    if whiten_rewards:
+        flat = [r for row in rewards for r in row]
+        mean, std = statistics.fmean(flat), math.sqrt(statistics.variance(flat) + 1e-8)
+        rewards = [[(r - mean) / std + mean for r in row] for row in rewards]
+    advantages, returns = [], []
+    for b, n in enumerate(lengths):
+        row, running = [0.0] * n, 0.0
+        for t in reversed(range(n)):
+            next_value = values[b][t + 1] if t + 1 < n else 0.0
+            running = rewards[b][t] + gamma * next_value - values[b][t] + gamma * lam * running
+            row[t] = running
+        advantages.append(row)
+        returns.append([a + v for a, v in zip(row, values[b], strict=False)])
+    flat = [a for row in advantages for a in row]
+    mean, std = statistics.fmean(flat), math.sqrt(statistics.variance(flat) + 1e-8)
+    return rewards, [[(a - mean) / std for a in row] for row in advantages], returns
+
+
+@pytest.mark.parametrize("whiten_rewards", [False, True])
+def test_ppo_targets_match_a_list_implementation(whiten_rewards):
+    gen = torch.Generator().manual_seed(5)
+    lengths = [5, 2, 4, 1]
+    scores = torch.randn(4, generator=gen, dtype=F64)
+    logps = -2 * torch.rand(4, 5, generator=gen, dtype=F64)
+    ref = -2 * torch.rand(4, 5, generator=gen, dtype=F64)
+    values = torch.randn(4, 5, generator=gen, dtype=F64)
+    out = ppo_targets(scores, logps, ref, values, _mask(lengths, 5), 0.05, 0.99, 0.95, whiten_rewards)
+    rewards, advantages, returns = _targets_by_lists(
+        scores.tolist(),
+        logps.tolist(),
+        ref.tolist(),
+        values.tolist(),
+        lengths,
+        0.05,
+        0.99,
+        0.95,
+        whiten_rewards,
+    )
+    for b, n in enumerate(lengths):
+        torch.testing.assert_close(
+            out.rewards[b, :n], torch.tensor(rewards[b], dtype=F64), rtol=0, atol=1e-12
+        )
+        torch.testing.assert_close(
+            out.advantages[b, :n], torch.tensor(advantages[b], dtype=F64), rtol=0, atol=1e-10
+        )
+        torch.testing.assert_close(
+            out.returns[b, :n], torch.tensor(returns[b], dtype=F64), rtol=0, atol=1e-12
+        )
+        torch.testing.assert_close(out.kl[b, :n], logps[b, :n] - ref[b, :n])
+        for field in out:
+            assert (field[b, n:] == 0).all()

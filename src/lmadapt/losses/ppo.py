@@ -14,6 +14,8 @@ pi_ref * exp(score / kl_coef). Per token it can be negative; only its sum over a
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -142,3 +144,40 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     1 is a perfect value function, 0 no better than a constant, below 0 worse than one.
     """
     return 1.0 - masked_var(returns - values, mask) / masked_var(returns, mask)
+
+
+class PPOTargets(NamedTuple):
+    """What one rollout batch trains towards; every field [B, T], zero on padding."""
+
+    rewards: torch.Tensor  # per-token rewards (KL penalty + score), whitened when asked
+    kl: torch.Tensor  # per-token k1 estimate
+    advantages: torch.Tensor  # GAE, whitened when asked
+    returns: torch.Tensor  # GAE advantages (before whitening) + values: the value model's target
+
+
+def ppo_targets(
+    scores: torch.Tensor,
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+    gamma: float,
+    lam: float,
+    whiten_rewards: bool = False,
+    whiten_advantages: bool = True,
+) -> PPOTargets:
+    """Rewards, advantages and returns of a rollout batch, from its scores [B] and the rollout policy's,
+    reference's and value model's per-token outputs [B, T] (no gradient needed).
+
+    whiten_rewards rescales the per-token rewards to unit variance over the batch (keeping their mean)
+    before GAE; whiten_advantages normalises the advantages to zero mean, unit variance after it.
+    """
+    kl = kl_k1(logps, ref_logps) * mask.to(logps.dtype)
+    rewards = kl_penalised_rewards(scores, kl, mask, kl_coef)
+    if whiten_rewards:
+        rewards = whiten(rewards, mask, shift_mean=False)
+    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    if whiten_advantages:
+        advantages = whiten(advantages, mask)
+    return PPOTargets(rewards, kl, advantages, returns)
