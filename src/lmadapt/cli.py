@@ -31,11 +31,12 @@ RECIPES = {
     "dpo": ("DPOConfig", "dpo", "preference tuning: DPO, dpo_norm, IPO, SimPO (cached reference log-probs)"),
     "reward": ("RewardConfig", "reward", "train a scalar reward model on preference pairs (Bradley-Terry)"),
     "hint": ("HintConfig", "hint", "HINT: hypernetwork instruction tuning (instruction read once per task)"),
+    "grpo": ("GRPOConfig", "grpo", "online RL with verifiable rewards (GRPO, DAPO, Dr. GRPO losses)"),
 }
 
 
 def cmd_recipe(args: argparse.Namespace) -> None:
-    """`lmadapt sft|dpo|reward|hint CONFIG [overrides]`: load the typed config, run the recipe."""
+    """`lmadapt sft|dpo|reward|hint|grpo CONFIG [overrides]`: load the typed config, run the recipe."""
     from lmadapt import config
 
     class_name, module_name, _ = RECIPES[args.command]

@@ -412,3 +412,86 @@ class HintConfig:
     data: HintDataConfig = field(default_factory=HintDataConfig)
     pretrain: HintPretrainConfig = field(default_factory=HintPretrainConfig)
     train: HintTrainConfig = field(default_factory=HintTrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Online reinforcement learning (GRPO; PPO builds on the same sections)
+
+
+@dataclass
+class PromptDataConfig:
+    """Prompts with ground truth for online RL: JSONL files and/or SuperNI-layout tasks."""
+
+    # JSONL/JSON/Parquet records: {"messages": [...]} or {"prompt": str}, plus "ground_truth"
+    # (a string, a number, or a list of accepted answers).
+    sources: list[str] = field(default_factory=list)
+    superni: str = ""  # a SuperNI-layout root (tasks/, splits/); its train tasks' instances become prompts
+    superni_split: str = "default"
+    superni_encoding: str = "def+2pos"
+    max_instances_per_task: int = 100
+    template: str = "tulu"
+    max_prompt_length: int = 512  # longer prompts are dropped (counted in the log)
+    cache_dir: str = ".cache/lmadapt"
+
+
+@dataclass
+class RolloutConfig:
+    """How each RL step samples: `prompts_per_step` prompts x `num_generations` completions."""
+
+    prompts_per_step: int = 8
+    num_generations: int = 8  # G: completions per prompt (a group)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 0  # sequences per generate call; 0 = the whole rollout batch at once
+
+
+@dataclass
+class UpdateConfig:
+    """How the rollout batch trains the policy: `num_iterations` passes over it, each pass split into
+    `mini_batches` optimizer steps; every optimizer step accumulates micro-batches of train.batch_size
+    sequences, exactly (the gradient equals that of the whole mini-batch at once)."""
+
+    num_iterations: int = 1
+    mini_batches: int = 1
+
+
+@dataclass
+class VerifiableRewardConfig:
+    """The reward of a completion against its prompt's ground truth (lmadapt.rl.rewards)."""
+
+    kind: Literal["exact_match", "gsm8k", "rouge_l", "verifier"] = "exact_match"
+    verifier: str = ""  # kind=verifier: "module:function" of your own code, f(completion, ground_truth)
+
+
+@dataclass
+class GRPOLossConfig:
+    """The `grpo:` section (losses/grpo.py)."""
+
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = "grpo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2  # DAPO's clip-higher uses 0.28
+    beta: float = 0.0  # k3 KL to the reference (the starting model); 0 = no reference pass at all
+
+
+@dataclass
+class RLTrainConfig(TrainConfig):
+    """train.max_steps counts RL steps (a rollout batch and its updates); epochs count passes over the
+    prompts. train.batch_size is the micro-batch in sequences; train.grad_accum is unused (see
+    UpdateConfig)."""
+
+    lr: float = 1e-6
+    warmup_ratio: float = 0.0
+    schedule: Literal["linear", "cosine", "constant"] = "constant"
+
+
+@dataclass
+class GRPOConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: PromptDataConfig = field(default_factory=PromptDataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    reward: VerifiableRewardConfig = field(default_factory=VerifiableRewardConfig)
+    grpo: GRPOLossConfig = field(default_factory=GRPOLossConfig)
+    train: RLTrainConfig = field(default_factory=RLTrainConfig)

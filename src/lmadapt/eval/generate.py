@@ -70,7 +70,7 @@ def generate(
         warnings.warn("generate: the tokenizer has no chat template; prompts used as is", stacklevel=2)
     use_template = chat_template and tokenizer.chat_template is not None
     encoded = [_prompt_ids(tokenizer, p, use_template, encoder_decoder, i) for i, p in enumerate(prompts)]
-    config = _generation_config(model, tokenizer, pad_id, max_new_tokens, do_sample, temperature, top_p)
+    config = generation_config(model, tokenizer, pad_id, max_new_tokens, do_sample, temperature, top_p)
 
     # Longest first: similar lengths share a batch, and the largest batch (the memory peak) runs first.
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -153,7 +153,7 @@ def _prompt_ids(
     return ids
 
 
-def _generation_config(
+def generation_config(
     model: Any,
     tokenizer: Any,
     pad_id: int,

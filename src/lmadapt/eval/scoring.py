@@ -44,6 +44,11 @@ def _accepts_logits_to_keep(model_cls: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_cls.forward).parameters
 
 
+def logits_to_keep(model: torch.nn.Module, keep: int) -> dict[str, int]:
+    """{"logits_to_keep": keep} where the model (inside any DDP/PEFT wrapper) takes it, else {}."""
+    return {"logits_to_keep": keep} if _accepts_logits_to_keep(type(_core(model))) else {}
+
+
 def _aligned_logits(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits [N, T', V], labels [N, T']) of a batch, position t of the logits predicting label t+1.
 
@@ -62,9 +67,11 @@ def _aligned_logits(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor,
     trained_columns = (labels != IGNORE_INDEX).any(dim=0).nonzero()
     first = int(trained_columns[0]) if len(trained_columns) else 1
     keep = min(input_ids.size(1), input_ids.size(1) - first + 1)
-    kwargs = {"logits_to_keep": keep} if _accepts_logits_to_keep(type(_core(model))) else {}
     logits = model(
-        input_ids=input_ids, attention_mask=batch["attention_mask"], use_cache=False, **kwargs
+        input_ids=input_ids,
+        attention_mask=batch["attention_mask"],
+        use_cache=False,
+        **logits_to_keep(model, keep),
     ).logits
     return logits, labels[:, -logits.size(1) :]
 

@@ -149,12 +149,8 @@ def fit(
                     for j in range(cfg.grad_accum)
                 ]
                 loss_total, units, tokens = accumulate_gradients(model, objective, batches, accelerator)
-                max_norm = cfg.max_grad_norm or float("inf")
-                norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
-                # DeepSpeed clips and steps inside backward (its gradient_clipping) and may report no norm.
-                grad_norm = float("nan") if norm is None else float(norm)
-                if norm is None or math.isfinite(grad_norm):
-                    optimizer.step()
+                grad_norm, stepped = optimizer_step(model, optimizer, accelerator, cfg.max_grad_norm)
+                if stepped:
                     consecutive_skips = 0
                 else:
                     state.skipped_steps += 1
@@ -164,7 +160,6 @@ def fit(
                         raise LmadaptError(
                             f"{consecutive_skips} consecutive non-finite gradients; lower train.lr"
                         )
-                optimizer.zero_grad(set_to_none=True)
                 lr = scheduler.get_last_lr()[0]
                 scheduler.step()
                 state.step += 1
@@ -218,6 +213,21 @@ def fit(
     if main:
         plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png", title=out_dir.name)
     return FitResult(state, steps, last_metrics, export_state_dict(accelerator, model))
+
+
+def optimizer_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator, max_grad_norm: float
+) -> tuple[float, bool]:
+    """Clip the accumulated gradients (max_grad_norm 0 = no clipping), step unless their norm is not
+    finite, and zero them. Returns (gradient norm, whether the optimizer stepped)."""
+    norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
+    # DeepSpeed clips and steps inside backward (its gradient_clipping) and may report no norm.
+    grad_norm = float("nan") if norm is None else float(norm)
+    stepped = norm is None or math.isfinite(grad_norm)
+    if stepped:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, stepped
 
 
 def checkpoint(

@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,32 @@ def plot_loss_curve(metrics_path: Path, png_path: Path, title: str = "") -> Path
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return png_path
+
+
+def plot_curves(metrics_path: Path, png_path: Path, keys: Sequence[str], title: str = "") -> Path | None:
+    """One panel per metric in `keys` (e.g. loss and mean reward of an RL run) against optimizer step;
+    metrics never logged are left out. None when none of them was logged."""
+    records = read_metrics(metrics_path)
+    series = {key: [(r["step"], r[key]) for r in records if key in r] for key in keys}
+    series = {key: points for key, points in series.items() if points}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(series), 1, figsize=(6, 2.5 * len(series)), sharex=True, squeeze=False)
+    for ax, (key, points) in zip(axes[:, 0], series.items(), strict=True):
+        ax.plot(*zip(*points, strict=True))
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,102 @@
+"""The rollout batch as training data: per-sequence tensors, micro-batches, and per-token log-probs.
+
+An experience batch is a dict of tensors whose first dimension is the sequence (N = prompts x G):
+"prompt_ids"/"prompt_mask" [N, P] (left-padded), "completion_ids"/"completion_mask" [N, C]
+(right-padded), and whatever the algorithm adds: per-sequence values [N] ("advantages") or per-token
+values [N, C] aligned with the completion ("old_logps", "ref_logps", ...). `micro_batches` slices rows
+and trims padding columns; `completion_logps` is the one forward pass every algorithm scores with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from lmadapt.eval.scoring import logits_to_keep
+from lmadapt.rl.rollout import Rollouts
+
+Experience = dict[str, torch.Tensor]
+
+
+def from_rollouts(rollouts: Rollouts) -> Experience:
+    return {
+        "prompt_ids": rollouts.prompt_ids,
+        "prompt_mask": rollouts.prompt_mask,
+        "completion_ids": rollouts.completion_ids,
+        "completion_mask": rollouts.completion_mask,
+        "sampling_logps": rollouts.sampling_logps,
+    }
+
+
+def select_rows(experience: Experience, rows: Sequence[int]) -> Experience:
+    """The given sequences, with the prompt columns that are padding in every one of them (on the left)
+    and the completion columns past every one's end (on the right) cut away."""
+    index = torch.as_tensor(list(rows), dtype=torch.long)
+    width = int(experience["completion_ids"].size(1))
+    prompt_keep = int(experience["prompt_mask"][index].sum(dim=1).max())
+    completion_keep = max(1, int(experience["completion_mask"][index].sum(dim=1).max()))
+    out = {}
+    for name, value in experience.items():
+        value = value[index]
+        if name.startswith("prompt_"):
+            value = value[:, value.size(1) - prompt_keep :]
+        elif value.dim() >= 2 and value.size(1) == width:
+            value = value[:, :completion_keep]
+        out[name] = value
+    return out
+
+
+def micro_batches(experience: Experience, rows: Sequence[int], size: int) -> list[Experience]:
+    """`rows` in order, cut into micro-batches of `size` sequences (each trimmed by `select_rows`)."""
+    rows = list(rows)
+    return [select_rows(experience, rows[i : i + size]) for i in range(0, len(rows), size)]
+
+
+def completion_logps(
+    model: torch.nn.Module, batch: Experience, temperature: float = 1.0, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities of the completion tokens under `model` at `temperature`, as the sampler saw them.
+
+    Returns (logps [B, C] float32, entropy [B, C] float32 detached, or None). Position ids count only
+    real tokens, as `generate` counted them for the left-padded prompts, so a row scores the same
+    whatever padding its micro-batch gives it. Only the completion positions are projected to the
+    vocabulary where the model supports `logits_to_keep`.
+    """
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    width = batch["completion_ids"].size(1)
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=position_ids,
+        use_cache=False,
+        **logits_to_keep(model, width + 1),
+    ).logits
+    # Position t predicts token t+1: the logits before each completion token.
+    logits = logits[:, -width - 1 : -1].float() / temperature
+    log_probs = logits.log_softmax(dim=-1)
+    logps = log_probs.gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+    return logps, entropy
+
+
+@torch.no_grad()
+def score_experience(
+    model: torch.nn.Module,
+    batches: Sequence[Experience],
+    temperature: float,
+    width: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """completion_logps of micro-batches (no gradient), as one [N, width] tensor in their row order (the
+    trimmed columns are 0)."""
+    parts = []
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        parts.append(completion_logps(model, batch, temperature)[0].cpu())
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.size(1))) for p in parts])
