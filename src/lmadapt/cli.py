@@ -32,11 +32,12 @@ RECIPES = {
     "reward": ("RewardConfig", "reward", "train a scalar reward model on preference pairs (Bradley-Terry)"),
     "hint": ("HintConfig", "hint", "HINT: hypernetwork instruction tuning (instruction read once per task)"),
     "grpo": ("GRPOConfig", "grpo", "online RL with verifiable rewards (GRPO, DAPO, Dr. GRPO losses)"),
+    "ppo": ("PPOConfig", "ppo", "online RL with a reward model: PPO with a value model and GAE (Tulu 2.5)"),
 }
 
 
 def cmd_recipe(args: argparse.Namespace) -> None:
-    """`lmadapt sft|dpo|reward|hint|grpo CONFIG [overrides]`: load the typed config, run the recipe."""
+    """`lmadapt sft|dpo|reward|hint|grpo|ppo CONFIG [overrides]`: load the typed config, run the recipe."""
     from lmadapt import config
 
     class_name, module_name, _ = RECIPES[args.command]

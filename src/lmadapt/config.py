@@ -495,3 +495,44 @@ class GRPOConfig:
     reward: VerifiableRewardConfig = field(default_factory=VerifiableRewardConfig)
     grpo: GRPOLossConfig = field(default_factory=GRPOLossConfig)
     train: RLTrainConfig = field(default_factory=RLTrainConfig)
+
+
+@dataclass
+class PPOLossConfig:
+    """The `ppo:` section (rl/ppo.py, losses/ppo.py): PPO against a reward model, Tulu 2.5 style."""
+
+    reward_model: str = ""  # an `lmadapt reward` output directory (required); frozen
+    value_model: str = ""  # where the value model starts: default reward_model (as in Tulu 2.5)
+    kl_coef: float = 0.05  # beta of the per-token -beta * KL reward (k1 estimator)
+    gamma: float = 1.0
+    lam: float = 0.95  # GAE lambda
+    clip: float = 0.2  # policy ratio clip
+    value_clip: float = 0.2  # the value model's new estimates stay within this of the rollout's
+    vf_coef: float = 0.1  # weight of the value loss in the one loss (one optimizer) of policy and value
+    whiten_rewards: bool = False  # rescale per-token rewards to unit variance (mean kept) before GAE
+    whiten_advantages: bool = True
+    # The score of a completion cut at max_new_tokens without EOS (replaces the reward model's; Tulu 2.5
+    # used -10); null = no penalty.
+    missing_eos_penalty: float | None = None
+    verifiable_coef: float = 1.0  # weight of the `reward:` section's verifiable reward, when there is one
+
+
+@dataclass
+class PPORolloutConfig(RolloutConfig):
+    """PPO needs no group of completions per prompt: one each by default."""
+
+    num_generations: int = 1
+
+
+@dataclass
+class PPOConfig:
+    """`reward:` is optional here: without it the reward model alone scores completions and prompts need
+    no ground truth."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: PromptDataConfig = field(default_factory=PromptDataConfig)
+    rollout: PPORolloutConfig = field(default_factory=PPORolloutConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    reward: VerifiableRewardConfig | None = None
+    ppo: PPOLossConfig = field(default_factory=PPOLossConfig)
+    train: RLTrainConfig = field(default_factory=RLTrainConfig)

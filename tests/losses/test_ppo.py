@@ -6,8 +6,8 @@ import statistics
 import pytest
 import torch
 
+from lmadapt.losses.grpo import clipped_surrogate
 from lmadapt.losses.ppo import (
-    clipped_policy_loss,
     clipped_value_loss,
     explained_variance,
     gae,
@@ -131,14 +131,14 @@ def _policy_loss_loop(logps, old, adv, clip):
     return losses
 
 
-def test_clipped_policy_loss_and_gradient_match_a_per_token_loop():
+def test_clipped_surrogate_with_per_token_advantages_and_its_gradient_match_a_per_token_loop():
     gen = torch.Generator().manual_seed(3)
     old = -3 * torch.rand(4, 6, generator=gen, dtype=F64)
     logps = old + 0.4 * torch.randn(4, 6, generator=gen, dtype=F64)  # ratios on both sides of the range
     adv = torch.randn(4, 6, generator=gen, dtype=F64)
     mask = _mask([6, 2, 5, 1], 6)
     ours_in, loop_in = logps.clone().requires_grad_(True), logps.clone().requires_grad_(True)
-    losses, clipped = clipped_policy_loss(ours_in, old, adv, clip=0.2)
+    losses, _, clipped = clipped_surrogate(ours_in, old, adv, 0.2, 0.2)
     expected = _policy_loss_loop(loop_in, old, adv, clip=0.2)
     torch.testing.assert_close(losses, expected, rtol=0, atol=1e-6)
     assert 0 < int(clipped.sum()) < clipped.numel()  # the case exercises both branches
@@ -150,14 +150,6 @@ def test_clipped_policy_loss_and_gradient_match_a_per_token_loop():
     ratio = torch.exp(logps - old)
     analytic = torch.where(clipped | ~mask, torch.zeros_like(adv), -adv * ratio / n)
     torch.testing.assert_close(ours_in.grad, analytic, rtol=0, atol=1e-12)
-
-
-def test_clipped_policy_loss_ratio_is_one_on_the_first_pass():
-    old = torch.tensor([[-1.0, -2.0]], dtype=F64)
-    adv = torch.tensor([[0.5, -2.0]], dtype=F64)
-    losses, clipped = clipped_policy_loss(old.clone(), old, adv, clip=0.2)
-    torch.testing.assert_close(losses, -adv)
-    assert not clipped.any()
 
 
 def test_clipped_value_loss_on_hand_cases():

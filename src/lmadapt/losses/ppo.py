@@ -10,6 +10,8 @@ on the last token. The KL estimator is k1 = log pi(y_t) - log pi_ref(y_t), as in
 and Tulu 2.5: summed over a completion it is an unbiased estimate of the sequence KL(pi || pi_ref), and
 maximising score - kl_coef * sum_t k1 is exactly the KL-regularised objective whose optimum is
 pi_ref * exp(score / kl_coef). Per token it can be negative; only its sum over a completion is a KL.
+
+The policy loss is losses/grpo.py's `clipped_surrogate` given these per-token advantages.
 """
 
 from __future__ import annotations
@@ -107,21 +109,6 @@ def gae(
         advantages[:, t] = next_advantage
         next_value = values[:, t]
     return advantages, (advantages + values) * mask
-
-
-def clipped_policy_loss(
-    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, clip: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's clipped surrogate per token: max(-A * ratio, -A * clip(ratio, 1 - clip, 1 + clip)).
-
-    logps (with grad), old_logps (the rollout's), advantages: [B, T]. Returns (losses [B, T],
-    clipped [B, T] bool: where the clipped term is the larger, so the token has no gradient).
-    Masking and averaging are the caller's.
-    """
-    ratio = torch.exp(logps - old_logps)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
-    return torch.maximum(unclipped, clipped), clipped > unclipped
 
 
 def clipped_value_loss(

@@ -9,7 +9,7 @@ and trims padding columns; `completion_logps` is the one forward pass every algo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -53,27 +53,30 @@ def micro_batches(experience: Experience, rows: Sequence[int], size: int) -> lis
     return [select_rows(experience, rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
+def sequence_inputs(batch: Experience) -> dict[str, torch.Tensor]:
+    """Prompt + completion as one model input: input_ids, attention_mask and position_ids, [B, P + C].
+
+    Position ids count only real tokens, as `generate` counted them for the left-padded prompts, so a
+    row scores the same whatever padding its micro-batch gives it.
+    """
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    return {
+        "input_ids": torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+        "attention_mask": mask,
+        "position_ids": (mask.cumsum(dim=1) - 1).clamp(min=0),
+    }
+
+
 def completion_logps(
     model: torch.nn.Module, batch: Experience, temperature: float = 1.0, with_entropy: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities of the completion tokens under `model` at `temperature`, as the sampler saw them.
 
-    Returns (logps [B, C] float32, entropy [B, C] float32 detached, or None). Position ids count only
-    real tokens, as `generate` counted them for the left-padded prompts, so a row scores the same
-    whatever padding its micro-batch gives it. Only the completion positions are projected to the
-    vocabulary where the model supports `logits_to_keep`.
+    Returns (logps [B, C] float32, entropy [B, C] float32 detached, or None). Only the completion
+    positions are projected to the vocabulary where the model supports `logits_to_keep`.
     """
-    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
     width = batch["completion_ids"].size(1)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=mask,
-        position_ids=position_ids,
-        use_cache=False,
-        **logits_to_keep(model, width + 1),
-    ).logits
+    logits = model(**sequence_inputs(batch), use_cache=False, **logits_to_keep(model, width + 1)).logits
     # Position t predicts token t+1: the logits before each completion token.
     logits = logits[:, -width - 1 : -1].float() / temperature
     log_probs = logits.log_softmax(dim=-1)
@@ -95,8 +98,20 @@ def score_experience(
 ) -> torch.Tensor:
     """completion_logps of micro-batches (no gradient), as one [N, width] tensor in their row order (the
     trimmed columns are 0)."""
+    return gather(lambda batch: completion_logps(model, batch, temperature)[0], batches, width, device)
+
+
+@torch.no_grad()
+def gather(
+    score: Callable[[Experience], torch.Tensor],
+    batches: Sequence[Experience],
+    width: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """`score` of each micro-batch (moved to `device`; no gradient), concatenated in row order: per-token
+    outputs [B, C'] as one [N, width] tensor (trimmed columns 0), per-sequence outputs [B] as [N]."""
     parts = []
     for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        parts.append(completion_logps(model, batch, temperature)[0].cpu())
-    return torch.cat([torch.nn.functional.pad(p, (0, width - p.size(1))) for p in parts])
+        out = score({k: v.to(device) for k, v in batch.items()}).float().cpu()
+        parts.append(torch.nn.functional.pad(out, (0, width - out.size(1))) if out.dim() == 2 else out)
+    return torch.cat(parts)

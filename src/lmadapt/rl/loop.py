@@ -113,13 +113,19 @@ def rl_fit(
     model: torch.nn.Module,
     algorithm: PolicyUpdate,
     prompts: Sequence[RLPrompt],
-    reward: RewardFn,
+    reward: RewardFn | None,
     backend: RolloutBackend,
     cfg: RLSettings,
     out_dir: Path,
     accelerator: Accelerator,
+    policy: torch.nn.Module | None = None,
 ) -> FitResult:
-    """Train `model` (the policy) in place with online RL; see the module docstring."""
+    """Train `model` in place with online RL; see the module docstring.
+
+    `model` is what the optimizer trains and checkpoints hold: the policy itself, or a module holding
+    the policy (`policy`) and more (PPO's value model). reward=None: the algorithm scores the completions
+    itself in `prepare` (PPO's reward model); the rewards it receives are zeros.
+    """
     validate_settings(cfg)
     if accelerator.num_processes > 1:
         raise LmadaptError("online RL recipes run in one process for now; launch without accelerate/torchrun")
@@ -130,6 +136,7 @@ def rl_fit(
     optimizer = build_optimizer(model, train)
     scheduler = build_scheduler(optimizer, train, steps * updates_per_step)
     model, optimizer = accelerator.prepare(model, optimizer)
+    sampler = model if policy is None else policy
     plan = BatchPlan(len(prompts), cfg.rollout.prompts_per_step, train.seed)
 
     ckpt_root = out_dir / "checkpoints"
@@ -151,10 +158,12 @@ def rl_fit(
                 chosen = [prompts[i] for i in plan.indices(state.step)]
                 started = time.perf_counter()
                 rollouts = backend.generate(
-                    model, [p.prompt_ids for p in chosen], cfg.rollout, rollout_seed(train.seed, state.step)
+                    sampler, [p.prompt_ids for p in chosen], cfg.rollout, rollout_seed(train.seed, state.step)
                 )
-                scores = score_completions(reward, rollouts.texts, ground_truths(chosen, rollouts.group_size))
-                rewards = torch.tensor(scores, dtype=torch.float32)
+                rewards = torch.zeros(len(rollouts))
+                if reward is not None:
+                    truths = ground_truths(chosen, rollouts.group_size)
+                    rewards = torch.tensor(score_completions(reward, rollouts.texts, truths))
                 rolled = time.perf_counter()
                 experience = from_rollouts(rollouts)
                 schedule = update_rows(len(rollouts), cfg.update)
@@ -166,7 +175,7 @@ def rl_fit(
                     ]
                     width = rollouts.completion_ids.size(1)
                     experience["old_logps"] = score_experience(
-                        model, first_pass, cfg.rollout.temperature, width, accelerator.device
+                        sampler, first_pass, cfg.rollout.temperature, width, accelerator.device
                     )
                 experience = algorithm.prepare(model, experience, rewards, rollouts)
                 loss_sum, units, tokens, grad_norm = 0.0, 0, 0, float("nan")
@@ -188,7 +197,7 @@ def rl_fit(
                     "loss": loss_sum / max(units, 1),
                     "lr": scheduler.get_last_lr()[0],
                     "grad_norm": grad_norm,
-                    **rollout_metrics(rollouts, rewards),
+                    **rollout_metrics(rollouts, rewards if reward is not None else None),
                     **algorithm.pop_metrics("train"),
                     "rollout_s": rolled - started,
                     "update_s": updated - rolled,
@@ -219,7 +228,12 @@ def rl_fit(
         raise Interrupted(f"interrupted at step {state.step} of {steps}; {where}") from None
     monitor.close()
     if main:
-        plot_curves(out_dir / "metrics.jsonl", out_dir / "loss.png", ("loss", "reward_mean"), out_dir.name)
+        plot_curves(
+            out_dir / "metrics.jsonl",
+            out_dir / "loss.png",
+            ("loss", "reward_mean", "score_mean"),
+            out_dir.name,
+        )
     return FitResult(state, steps, last, None)
 
 
@@ -236,14 +250,16 @@ def update_rows(n: int, cfg: UpdateConfig) -> list[range]:
     return one_pass * cfg.num_iterations
 
 
-def rollout_metrics(rollouts: Rollouts, rewards: torch.Tensor) -> dict[str, float]:
-    """Reward mean/std, the share of completions that solve their prompt, completion length and the
-    share cut at max_new_tokens (no EOS)."""
+def rollout_metrics(rollouts: Rollouts, rewards: torch.Tensor | None) -> dict[str, float]:
+    """Completion length and the share cut at max_new_tokens (no EOS); with verifiable rewards, their
+    mean/std and the share of completions that solve their prompt."""
     lengths = rollouts.completion_mask.sum(dim=1).float()
-    return {
-        "reward_mean": rewards.mean().item(),
-        "reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
-        "accuracy": (rewards >= SOLVED).float().mean().item(),
+    metrics = {
         "completion_length": lengths.mean().item(),
         "truncated": (~rollouts.ended).float().mean().item(),
     }
+    if rewards is not None:
+        metrics["reward_mean"] = rewards.mean().item()
+        metrics["reward_std"] = rewards.std().item() if rewards.numel() > 1 else 0.0
+        metrics["accuracy"] = (rewards >= SOLVED).float().mean().item()
+    return metrics

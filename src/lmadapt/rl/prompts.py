@@ -42,8 +42,10 @@ class RLPrompt:
     line: int
 
 
-def _ground_truth(record: dict[str, Any], where: RecordLocation) -> list[str]:
+def _ground_truth(record: dict[str, Any], where: RecordLocation, required: bool) -> list[str]:
     if "ground_truth" not in record or record["ground_truth"] is None:
+        if not required:
+            return []
         raise where.error("ground_truth", "missing required field")
     value = record["ground_truth"]
     answers = value if isinstance(value, list) else [value]
@@ -67,22 +69,29 @@ def _messages(record: dict[str, Any], where: RecordLocation) -> Messages:
     raise where.error("prompt", "missing required field (give 'prompt' or 'messages')")
 
 
-def read_prompt_records(path: str) -> list[tuple[Messages, list[str], int]]:
-    """(messages, ground truth, line) of every record of a prompt file."""
+def read_prompt_records(
+    path: str, require_ground_truth: bool = True
+) -> list[tuple[Messages, list[str], int]]:
+    """(messages, ground truth ([] where optional and absent), line) of every record of a prompt file."""
     unit = record_unit(existing_file(path))
     out = []
     for line, record in read_records(path):
         where = RecordLocation(str(path), line, unit)
-        out.append((_messages(record, where), _ground_truth(record, where), line))
+        out.append((_messages(record, where), _ground_truth(record, where, require_ground_truth), line))
     return out
 
 
-def load_prompts(cfg: PromptDataConfig, template: ChatTemplate, tokenizer: Any) -> list[RLPrompt]:
+def load_prompts(
+    cfg: PromptDataConfig, template: ChatTemplate, tokenizer: Any, require_ground_truth: bool = True
+) -> list[RLPrompt]:
     """Every prompt of `cfg.sources` then of `cfg.superni`'s train tasks, encoded with the chat template
-    exactly as training encodes prompts; prompts over `cfg.max_prompt_length` tokens are dropped."""
+    exactly as training encodes prompts; prompts over `cfg.max_prompt_length` tokens are dropped.
+    require_ground_truth=False (PPO without a verifiable reward): records may omit it."""
     raw: list[tuple[Messages, list[str], str, int]] = []
     for path in cfg.sources:
-        raw += [(m, truth, str(path), line) for m, truth, line in read_prompt_records(path)]
+        raw += [
+            (m, truth, str(path), line) for m, truth, line in read_prompt_records(path, require_ground_truth)
+        ]
     if cfg.superni:
         instances = load_superni(
             cfg.superni, cfg.superni_split, cfg.superni_encoding, "train", cfg.max_instances_per_task

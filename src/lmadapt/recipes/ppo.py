@@ -1,0 +1,109 @@
+"""PPO with a reward model (Tulu 2.5): `lmadapt ppo CONFIG [key=value ...]`.
+
+Samples completions of the prompts with the policy, scores them with a reward model trained by
+`lmadapt reward` (plus an optional verifiable reward), and updates the policy and a value model
+initialised from the reward model with PPO (rl/ppo.py) in the shared RL loop (rl/loop.py: accumulation,
+checkpoints, exact resume). Saves the policy as a plain Hugging Face model or PEFT adapter.
+
+Memory: policy, reference, reward model and value model. With LoRA the reference is the policy with its
+adapters disabled (no copy) and the value model trains LoRA adapters too (its score head in full).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lmadapt.config import PPOConfig
+from lmadapt.data.templates import get_template
+from lmadapt.errors import ConfigError
+from lmadapt.eval.rewards import load_trained_reward_model
+from lmadapt.models.load import apply_lora, load_model, load_tokenizer
+from lmadapt.models.save import save_model_and_tokenizer
+from lmadapt.models.vocab import fit_model_to_template
+from lmadapt.recipes.dpo import disable_dropout
+from lmadapt.rl.grpo import adapters_off_scorer, frozen_scorer
+from lmadapt.rl.loop import RLSettings, rl_fit, validate_settings
+from lmadapt.rl.ppo import PolicyAndValue, PPOUpdate
+from lmadapt.rl.prompts import load_prompts
+from lmadapt.rl.rewards import build_reward
+from lmadapt.rl.rollout import TransformersRollout
+from lmadapt.train.loop import FitResult
+from lmadapt.train.run import start_run
+
+log = logging.getLogger("lmadapt")
+
+
+@dataclass
+class PPOResult:
+    out_dir: Path
+    model: torch.nn.Module  # the trained policy (a PEFT model when LoRA is on)
+    value_model: torch.nn.Module
+    fit: FitResult
+
+
+def check_ppo_settings(cfg: PPOConfig) -> None:
+    ppo = cfg.ppo
+    if not ppo.reward_model:
+        raise ConfigError("ppo.reward_model is not set: give the directory of an `lmadapt reward` run")
+    for name in ("kl_coef", "clip", "value_clip", "vf_coef"):
+        if getattr(ppo, name) < 0:
+            raise ConfigError(f"ppo.{name} must not be negative, got {getattr(ppo, name)}")
+    if not (0 <= ppo.gamma <= 1 and 0 <= ppo.lam <= 1):
+        raise ConfigError(f"ppo.gamma and ppo.lam must lie in [0, 1], got {ppo.gamma} and {ppo.lam}")
+    if cfg.reward is None and ppo.verifiable_coef != 1.0:
+        raise ConfigError("ppo.verifiable_coef is set but there is no `reward:` section (verifiable reward)")
+
+
+def run(cfg: PPOConfig) -> PPOResult:
+    settings = RLSettings(cfg.train, cfg.rollout, cfg.update)
+    validate_settings(settings)
+    check_ppo_settings(cfg)
+    reward = build_reward(cfg.reward) if cfg.reward is not None else None
+    run = start_run(cfg, cfg.train, has_eval_data=False)
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
+    policy, kind = load_model(cfg.model, run.device)
+    if kind != "causal":
+        raise ConfigError(f"PPO needs a causal (decoder-only) model; {cfg.model.path} is {kind}")
+    template = get_template(cfg.data.template, tokenizer)
+    template_tokens = fit_model_to_template(policy, tokenizer, template)
+    if load_tokenizer(cfg.ppo.reward_model).get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(
+            f"ppo.reward_model {cfg.ppo.reward_model}: its tokenizer differs from the policy's "
+            f"(with the {template.name} template); train the reward model from the same base and template"
+        )
+    prompts = load_prompts(cfg.data, template, tokenizer, require_ground_truth=reward is not None)
+    reward_model = load_trained_reward_model(cfg.ppo.reward_model, tokenizer.pad_token_id, run.device)
+    value_model = load_trained_reward_model(
+        cfg.ppo.value_model or cfg.ppo.reward_model, tokenizer.pad_token_id, run.device
+    ).train()
+    temperature = cfg.rollout.temperature
+    if cfg.model.lora.enabled:
+        torch.manual_seed(cfg.train.seed)  # LoRA's A matrices: the same start in every run
+        policy = apply_lora(policy, cfg.model.lora, kind, template_tokens)
+        value_model = apply_lora(value_model, cfg.model.lora, "sequence_classification")
+        reference = adapters_off_scorer(temperature)
+        log.info("reference: the policy with LoRA adapters disabled")
+    else:
+        reference = frozen_scorer(copy.deepcopy(policy).to(run.device), temperature)
+    policy = policy.to(run.device)
+    disable_dropout(policy)
+    disable_dropout(value_model)
+    update = PPOUpdate(
+        cfg.ppo, temperature, cfg.train.batch_size, reward_model, reference, verifiable=reward is not None
+    )
+    run.create()
+    model = PolicyAndValue(policy, value_model)
+    backend = TransformersRollout(tokenizer)
+    result = rl_fit(
+        model, update, prompts, reward, backend, settings, run.out, run.accelerator, policy=policy
+    )
+    run.finish(
+        result,
+        lambda out: save_model_and_tokenizer(policy, tokenizer, out, template.jinja, result.full_state_dict),
+    )
+    return PPOResult(run.out, policy, value_model, result)
