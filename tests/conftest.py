@@ -91,7 +91,7 @@ def _write_pairs(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_pairs():
     """write_pairs(path, n, seed=0) -> path of a JSONL of preference pairs with a learnable rule."""
     return _write_pairs

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lmadapt import config as config_module
+from lmadapt.cli import RECIPES as COMMANDS
 
-CONFIG_CLASSES = {"sft": "SFTConfig", "dpo": "DPOConfig", "reward": "RewardConfig", "hint": "HintConfig"}
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
@@ -21,7 +21,7 @@ def test_recipe_first_line_is_its_command_and_it_loads(path):
     command = argv[1]
     assert f"configs/{path.name}" in argv
     overrides = [a for a in argv[2:] if "=" in a]
-    cls = getattr(config_module, CONFIG_CLASSES[command])
+    cls = getattr(config_module, COMMANDS[command][0])
     config_module.load_config(cls, path, overrides)
 
 

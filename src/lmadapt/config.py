@@ -511,8 +511,8 @@ class PPOLossConfig:
     vf_coef: float = 0.1  # weight of the value loss in the one loss (one optimizer) of policy and value
     whiten_rewards: bool = False  # rescale per-token rewards to unit variance (mean kept) before GAE
     whiten_advantages: bool = True
-    # The score of a completion cut at max_new_tokens without EOS (replaces the reward model's; Tulu 2.5
-    # used -10); null = no penalty.
+    # The score of a completion cut at max_new_tokens without EOS, in place of the reward model's (e.g.
+    # -10); null = no penalty.
     missing_eos_penalty: float | None = None
     verifiable_coef: float = 1.0  # weight of the `reward:` section's verifiable reward, when there is one
 
