@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
+import pytest
 import torch
 from transformers import ByT5Tokenizer, PreTrainedModel
 
@@ -57,3 +60,15 @@ def logged_losses(run_dir: Path) -> list[float]:
     """The training losses logged in a run's metrics.jsonl, in order."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def require_trl() -> ModuleType:
+    """trl, for a parity test. A test may skip only when trl is missing and LMADAPT_ALLOW_SKIP_PARITY=1;
+    otherwise a missing trl fails it (trl is in the dev extra, so `make test` runs every parity test)."""
+    try:
+        import trl
+    except ImportError:
+        if os.environ.get("LMADAPT_ALLOW_SKIP_PARITY") == "1":
+            pytest.skip("trl is not installed (LMADAPT_ALLOW_SKIP_PARITY=1)")
+        pytest.fail("trl is not installed: install the dev extra, or set LMADAPT_ALLOW_SKIP_PARITY=1 to skip")
+    return trl
