@@ -9,7 +9,13 @@ import pytest
 
 from lmadapt import config as config_module
 
-CONFIG_CLASSES = {"sft": "SFTConfig", "dpo": "DPOConfig", "reward": "RewardConfig", "hint": "HintConfig"}
+CONFIG_CLASSES = {
+    "sft": "SFTConfig",
+    "dpo": "DPOConfig",
+    "reward": "RewardConfig",
+    "hint": "HintConfig",
+    "grpo": "GRPOConfig",
+}
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
