@@ -117,7 +117,10 @@ def write_prompts():
 def graded_verifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """'grpo_test_verifier:reward', importable from the (temporary) working directory: graded rewards on
     a random model's output, where exact match would give every completion 0 and no learning signal."""
-    source = "def reward(completion, ground_truth):\n    return sum(ord(c) % 7 for c in completion) / (7 * max(1, len(completion)))\n"
+    source = (
+        "def reward(completion, ground_truth):\n"
+        "    return sum(ord(c) % 7 for c in completion) / (7 * max(1, len(completion)))\n"
+    )
     (tmp_path / "grpo_test_verifier.py").write_text(source, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
