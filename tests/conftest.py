@@ -97,6 +97,36 @@ def write_pairs():
     return _write_pairs
 
 
+def _write_prompts(path: Path, n: int, seed: int = 0) -> Path:
+    """Online-RL prompts with ground truth: reverse a short word."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            word = "".join(rng.choice("abc") for _ in range(rng.randint(2, 4)))
+            f.write(json.dumps({"prompt": f"rev {word}", "ground_truth": word[::-1]}) + "\n")
+    return path
+
+
+@pytest.fixture
+def write_prompts():
+    """write_prompts(path, n, seed=0) -> path of a JSONL of RL prompts with ground truth."""
+    return _write_prompts
+
+
+@pytest.fixture
+def graded_verifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """'grpo_test_verifier:reward', importable from the (temporary) working directory: graded rewards on
+    a random model's output, where exact match would give every completion 0 and no learning signal."""
+    source = (
+        "def reward(completion, ground_truth):\n"
+        "    return sum(ord(c) % 7 for c in completion) / (7 * max(1, len(completion)))\n"
+    )
+    (tmp_path / "grpo_test_verifier.py").write_text(source, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "grpo_test_verifier:reward"
+
+
 @pytest.fixture
 def write_reverse_data():
     return _write_reverse_data

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
+import pytest
 import torch
 from transformers import ByT5Tokenizer, PreTrainedModel
 
@@ -53,7 +56,41 @@ def tiny_run_config(cls: type[T], tmp_path: Path, model_dir: Path, data: Path, *
     return load_config(cls, None, [*base, *overrides])
 
 
+def tiny_grpo_config(tmp_path: Path, model_dir: Path, prompts: Path, *overrides: str):
+    """A GRPO config for a quick test run: 2 prompts x 4 completions of up to 6 tokens per step, micro-batches
+    of 4, logging every step, no progress bar. Later overrides win."""
+    from lmadapt.config import GRPOConfig
+
+    base = [
+        f"model.path={model_dir}",
+        f"data.sources.0={prompts}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "rollout.prompts_per_step=2",
+        "rollout.num_generations=4",
+        "rollout.max_new_tokens=6",
+        "train.batch_size=4",
+        "train.lr=1e-3",
+        "train.log_every=1",
+        "train.progress=false",
+        "train.num_threads=1",
+    ]
+    return load_config(GRPOConfig, None, [*base, *overrides])
+
+
 def logged_losses(run_dir: Path) -> list[float]:
     """The training losses logged in a run's metrics.jsonl, in order."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def require_trl() -> ModuleType:
+    """trl, for a parity test. A test may skip only when trl is missing and LMADAPT_ALLOW_SKIP_PARITY=1;
+    otherwise a missing trl fails it (trl is in the dev extra, so `make test` runs every parity test)."""
+    try:
+        import trl
+    except ImportError:
+        if os.environ.get("LMADAPT_ALLOW_SKIP_PARITY") == "1":
+            pytest.skip("trl is not installed (LMADAPT_ALLOW_SKIP_PARITY=1)")
+        pytest.fail("trl is not installed: install the dev extra, or set LMADAPT_ALLOW_SKIP_PARITY=1 to skip")
+    return trl

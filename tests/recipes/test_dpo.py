@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import logged_losses, tiny_run_config
+from support import logged_losses, require_trl, tiny_run_config
 from transformers import AutoModelForCausalLM, ByT5Tokenizer
 
 from lmadapt.config import DataConfig, DPOConfig, SourceConfig, load_config, save_config
@@ -154,9 +154,10 @@ class _NoEosByteTokenizer(ByT5Tokenizer):
 
 
 def test_step0_loss_gradients_and_first_steps_match_trl(tmp_path, tiny_llama_dir, write_pairs):
+    trl = require_trl()
     from datasets import Dataset
-    from trl import DPOConfig as TRLConfig
-    from trl import DPOTrainer
+
+    TRLConfig, DPOTrainer = trl.DPOConfig, trl.DPOTrainer
 
     n, lr, beta = 8, 1e-3, 0.1
     data = write_pairs(tmp_path / "pairs.jsonl", n)
