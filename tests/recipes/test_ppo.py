@@ -113,6 +113,11 @@ def test_lora_ppo_trains_adapters_against_the_policy_with_adapters_disabled(tmp_
     assert (result.out_dir / "adapter_config.json").is_file()
     trainable = {n for n, p in result.value_model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or "score" in n for n in trainable)
+    # The reward model is the value model with its adapters off: the first rollout (the same completions
+    # as full finetuning draws: LoRA starts as the identity) gets the separate reward model's scores.
+    full = ppo.run(_cfg(tmp_path, models, "train.max_steps=1", f"train.output_dir={tmp_path / 'full'}"))
+    first_full = _records(full.out_dir)[0]
+    assert records[0]["rm_score_mean"] == pytest.approx(first_full["rm_score_mean"], abs=1e-6)
 
 
 def test_completions_without_eos_get_the_penalty_as_their_score(tmp_path, models):

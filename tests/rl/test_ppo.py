@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from peft import LoraConfig, TaskType, get_peft_model
 from support import byte_llama
 from transformers import LlamaForSequenceClassification
 
@@ -12,7 +13,13 @@ from lmadapt.losses.ppo import ppo_targets
 from lmadapt.models.score import token_scores
 from lmadapt.rl.experience import from_rollouts
 from lmadapt.rl.grpo import frozen_scorer
-from lmadapt.rl.ppo import PolicyAndValue, PPOUpdate
+from lmadapt.rl.ppo import (
+    PolicyAndValue,
+    PPOUpdate,
+    frozen_reward_model,
+    reward_model_scores,
+    value_adapters_off,
+)
 from lmadapt.rl.rollout import Rollouts
 
 PROMPTS = [[5, 9, 14], [7, 20, 33, 8, 11]]
@@ -72,7 +79,8 @@ def _setup(cfg: PPOLossConfig):
     reference = copy.deepcopy(policy)
     _perturb(reference, 0.02, seed=4)  # so the KL is not zero
     model = PolicyAndValue(policy, value)
-    update = PPOUpdate(cfg, 1.0, 1, reward_model, frozen_scorer(reference, 1.0), verifiable=True)
+    scorer = frozen_reward_model(reward_model)
+    update = PPOUpdate(cfg, 1.0, 1, scorer, frozen_scorer(reference, 1.0), verifiable=True)
     return model, update, reference, reward_model
 
 
@@ -158,3 +166,18 @@ def test_first_update_has_ratio_one_and_nothing_clipped():
     assert (
         metrics["ratio"] == 1.0 and metrics["clip_fraction"] == 0.0 and metrics["value_clip_fraction"] == 0.0
     )
+
+
+def test_the_lora_value_model_with_adapters_off_scores_as_the_reward_model():
+    reward_model = _scalar_model(3).eval()
+    peft_cfg = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=4, target_modules="all-linear", init_lora_weights=False
+    )
+    value = get_peft_model(copy.deepcopy(reward_model), peft_cfg)
+    _perturb(value.base_model.model.score.modules_to_save["default"], 0.5, seed=7)  # the head trained too
+    batch = from_rollouts(_rollouts())
+    model = PolicyAndValue(byte_llama(), value)
+    with torch.no_grad():
+        expected = reward_model_scores(reward_model, batch)
+        torch.testing.assert_close(value_adapters_off()(model, batch), expected)
+        assert not torch.allclose(reward_model_scores(value, batch), expected, atol=1e-3)

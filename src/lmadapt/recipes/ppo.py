@@ -6,7 +6,9 @@ initialised from the reward model with PPO (rl/ppo.py) in the shared RL loop (rl
 checkpoints, exact resume). Saves the policy as a plain Hugging Face model or PEFT adapter.
 
 Memory: policy, reference, reward model and value model. With LoRA the reference is the policy with its
-adapters disabled (no copy) and the value model trains LoRA adapters too (its score head in full).
+adapters disabled and the value model trains LoRA adapters too (a copy of its score head in full); when
+it starts from the reward model, the reward model is the value model with its adapters disabled: two
+base models in memory instead of four.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.recipes.dpo import disable_dropout
 from lmadapt.rl.grpo import adapters_off_scorer, frozen_scorer
 from lmadapt.rl.loop import RLSettings, rl_fit, validate_settings
-from lmadapt.rl.ppo import PolicyAndValue, PPOUpdate
+from lmadapt.rl.ppo import PolicyAndValue, PPOUpdate, frozen_reward_model, value_adapters_off
 from lmadapt.rl.prompts import load_prompts
 from lmadapt.rl.rewards import build_reward
 from lmadapt.rl.rollout import TransformersRollout
@@ -77,10 +79,8 @@ def run(cfg: PPOConfig) -> PPOResult:
             f"(with the {template.name} template); train the reward model from the same base and template"
         )
     prompts = load_prompts(cfg.data, template, tokenizer, require_ground_truth=reward is not None)
-    reward_model = load_trained_reward_model(cfg.ppo.reward_model, tokenizer.pad_token_id, run.device)
-    value_model = load_trained_reward_model(
-        cfg.ppo.value_model or cfg.ppo.reward_model, tokenizer.pad_token_id, run.device
-    ).train()
+    value_path = cfg.ppo.value_model or cfg.ppo.reward_model
+    value_model = load_trained_reward_model(value_path, tokenizer.pad_token_id, run.device)
     temperature = cfg.rollout.temperature
     if cfg.model.lora.enabled:
         torch.manual_seed(cfg.train.seed)  # LoRA's A matrices: the same start in every run
@@ -90,11 +90,18 @@ def run(cfg: PPOConfig) -> PPOResult:
         log.info("reference: the policy with LoRA adapters disabled")
     else:
         reference = frozen_scorer(copy.deepcopy(policy).to(run.device), temperature)
+    if cfg.model.lora.enabled and Path(value_path).resolve() == Path(cfg.ppo.reward_model).resolve():
+        reward_scorer = value_adapters_off()
+        log.info("reward model: the value model with LoRA adapters disabled")
+    else:
+        reward_scorer = frozen_reward_model(
+            load_trained_reward_model(cfg.ppo.reward_model, tokenizer.pad_token_id, run.device)
+        )
     policy = policy.to(run.device)
     disable_dropout(policy)
     disable_dropout(value_model)
     update = PPOUpdate(
-        cfg.ppo, temperature, cfg.train.batch_size, reward_model, reference, verifiable=reward is not None
+        cfg.ppo, temperature, cfg.train.batch_size, reward_scorer, reference, verifiable=reward is not None
     )
     run.create()
     model = PolicyAndValue(policy, value_model)

@@ -14,6 +14,8 @@ mini-batch's token count, so the loss is a token mean and accumulation is exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from lmadapt.config import PPOLossConfig
@@ -53,6 +55,28 @@ def reward_model_scores(reward_model: torch.nn.Module, batch: Experience) -> tor
     return reward_model(**sequence_inputs(batch), use_cache=False).logits[:, 0].float()
 
 
+# (the trained PolicyAndValue, a micro-batch) -> the reward model's score of each sequence [B]
+RewardScorer = Callable[[torch.nn.Module, Experience], torch.Tensor]
+
+
+def frozen_reward_model(reward_model: torch.nn.Module) -> RewardScorer:
+    """Scores from a separate, frozen reward model."""
+    reward_model.eval().requires_grad_(False)
+    return lambda _, batch: reward_model_scores(reward_model, batch)
+
+
+def value_adapters_off() -> RewardScorer:
+    """Scores from the LoRA value model with its adapters disabled. The value model starts as the reward
+    model and trains only adapters and a copy of the head (PEFT modules_to_save), so with them off it
+    is the reward model, and no second copy is needed."""
+
+    def score(model: torch.nn.Module, batch: Experience) -> torch.Tensor:
+        with model.value.disable_adapter():
+            return reward_model_scores(model.value, batch)
+
+    return score
+
+
 class PPOUpdate:
     """The `PolicyUpdate` of PPO (rl/loop.py) for a `PolicyAndValue`. Unit: the completion token."""
 
@@ -63,12 +87,12 @@ class PPOUpdate:
         cfg: PPOLossConfig,
         temperature: float,
         micro_batch_size: int,
-        reward_model: torch.nn.Module,
+        reward_model: RewardScorer,
         reference: ReferenceScorer,
         verifiable: bool,
     ):
         self.cfg, self.temperature, self.micro_batch_size = cfg, temperature, micro_batch_size
-        self.reward_model = reward_model.eval().requires_grad_(False)
+        self.reward_model = reward_model
         self.reference, self.verifiable = reference, verifiable
         # Token sums since the last pop: policy loss, value loss, policy clipped, value clipped, entropy,
         # ratio, tokens.
@@ -90,7 +114,7 @@ class PPOUpdate:
             )
         ref_logps = self.reference(policy, batches, width)
         values = gather(lambda b: completion_values(value, b), batches, width, device)
-        rm_scores = gather(lambda b: reward_model_scores(self.reward_model, b), batches, width, device)
+        rm_scores = gather(lambda b: self.reward_model(model, b), batches, width, device)
         scores = rm_scores + cfg.verifiable_coef * rewards if self.verifiable else rm_scores
         scores = scores_with_eos_penalty(scores, rollouts.ended, cfg.missing_eos_penalty)
         mask = experience["completion_mask"]
