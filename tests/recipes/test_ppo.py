@@ -150,6 +150,33 @@ def test_a_verifiable_reward_adds_to_the_reward_model_score(tmp_path, models, mo
     assert record["score_mean"] == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.slow
+def test_ppo_raises_the_reward(tmp_path, models, monkeypatch):
+    # A reward a tiny random policy almost never earns at first: the share of "a" in the completion.
+    (tmp_path / "a_share.py").write_text(
+        "def a_share(completion, ground_truth):\n    return completion.count('a') / max(len(completion), 1)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = _cfg(
+        tmp_path,
+        models,
+        f"data.sources=[{_prompts(tmp_path / 'truth.jsonl', with_truth=True)}]",
+        "reward.kind=verifier",
+        "reward.verifier=a_share:a_share",
+        "ppo.verifiable_coef=10",
+        "ppo.kl_coef=0.01",
+        "rollout.prompts_per_step=8",
+        "rollout.max_new_tokens=8",
+        "train.batch_size=8",
+        "update.num_iterations=2",
+        "train.lr=1e-2",
+        "train.max_steps=20",
+    )
+    rewards = [r["reward_mean"] for r in _records(ppo.run(cfg).out_dir) if "reward_mean" in r]
+    assert sum(rewards[:5]) / 5 < 0.02
+    assert sum(rewards[-3:]) / 3 > 0.15
+
+
 def test_prompts_need_ground_truth_only_with_a_verifiable_reward(tmp_path, models):
     with pytest.raises(DataError, match=r"prompts.jsonl:1: field .ground_truth.: missing"):
         ppo.run(_cfg(tmp_path, models, "reward.kind=exact_match"))
