@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from support import require_trl
@@ -97,3 +99,13 @@ def test_loss_and_gradients_equal_trl_grpo_trainer(tmp_path, tiny_llama_dir, los
     assert 0 < metrics["clip_fraction"] < 1  # the clipped branch is part of the comparison
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, trl_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_parity_tests_fail_without_trl_unless_skipping_is_allowed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "trl", None)  # import trl now raises ImportError
+    monkeypatch.delenv("LMADAPT_ALLOW_SKIP_PARITY", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="trl is not installed"):
+        require_trl()
+    monkeypatch.setenv("LMADAPT_ALLOW_SKIP_PARITY", "1")
+    with pytest.raises(pytest.skip.Exception):
+        require_trl()

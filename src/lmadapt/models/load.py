@@ -259,6 +259,14 @@ def apply_lora(
     return peft_model
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Zero every dropout (LoRA's too), as TRL does by default: with dropout the policy would differ
+    from its reference (or its sampler), whose log-probs are computed in eval mode."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
 def _token_layers(model: PreTrainedModel, token_ids: list[int]) -> dict[str, list[int]]:
     """{module name: token ids} for PEFT trainable tokens: the input embeddings, plus an untied LM head."""
     names = {id(module): name for name, module in model.named_modules()}

@@ -24,7 +24,7 @@ from lmadapt.data.pipeline import TokenizedData, load_tokenized
 from lmadapt.data.preference import TokenizedPair, collate_pairs, with_reference
 from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError
-from lmadapt.models.load import apply_lora, load_model, load_tokenizer, resolve_dtype
+from lmadapt.models.load import apply_lora, disable_dropout, load_model, load_tokenizer, resolve_dtype
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.train.batching import pair_plan
@@ -41,14 +41,6 @@ from lmadapt.train.preference import (
 from lmadapt.train.run import start_run
 
 log = logging.getLogger("lmadapt")
-
-
-def disable_dropout(model: torch.nn.Module) -> None:
-    """Zero every dropout (LoRA's too), as TRL does by default: with dropout the policy would differ
-    from its reference, whose log-probs are computed in eval mode, before any update."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
 
 
 def attach_cached_reference(

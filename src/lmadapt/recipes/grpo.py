@@ -18,10 +18,9 @@ import torch
 from lmadapt.config import GRPOConfig
 from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError
-from lmadapt.models.load import apply_lora, load_model, load_tokenizer
+from lmadapt.models.load import apply_lora, disable_dropout, load_model, load_tokenizer
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
-from lmadapt.recipes.dpo import disable_dropout
 from lmadapt.rl.grpo import GRPOUpdate, ReferenceScorer, adapters_off_scorer, frozen_scorer
 from lmadapt.rl.loop import RLSettings, rl_fit, validate_settings
 from lmadapt.rl.prompts import load_prompts
