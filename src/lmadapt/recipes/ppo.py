@@ -24,10 +24,9 @@ from lmadapt.config import PPOConfig
 from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError
 from lmadapt.eval.rewards import load_trained_reward_model
-from lmadapt.models.load import apply_lora, load_model, load_tokenizer
+from lmadapt.models.load import apply_lora, disable_dropout, load_model, load_tokenizer
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
-from lmadapt.recipes.dpo import disable_dropout
 from lmadapt.rl.grpo import adapters_off_scorer, frozen_scorer
 from lmadapt.rl.loop import RLSettings, rl_fit, validate_settings
 from lmadapt.rl.ppo import PolicyAndValue, PPOUpdate, frozen_reward_model, value_adapters_off
