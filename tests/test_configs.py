@@ -8,8 +8,13 @@ from pathlib import Path
 import pytest
 
 from lmadapt import config as config_module
+from lmadapt.cli import EVALS
+from lmadapt.eval.suite import SuiteConfig
+from lmadapt.recipes import evaluate
+from lmadapt.recipes.eval_suite import check_suite
 
 CONFIG_CLASSES = {"sft": "SFTConfig", "dpo": "DPOConfig", "reward": "RewardConfig", "hint": "HintConfig"}
+RUNNERS = {name: getattr(evaluate, function) for name, (function, *_) in EVALS.items()}
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
@@ -21,6 +26,10 @@ def test_recipe_first_line_is_its_command_and_it_loads(path):
     command = argv[1]
     assert f"configs/{path.name}" in argv
     overrides = [a for a in argv[2:] if "=" in a]
+    if command == "eval":
+        assert argv[2] == "suite"
+        check_suite(config_module.load_config(SuiteConfig, path, overrides), RUNNERS)
+        return
     cls = getattr(config_module, CONFIG_CLASSES[command])
     config_module.load_config(cls, path, overrides)
 

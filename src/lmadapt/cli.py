@@ -310,6 +310,25 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"{line(metrics)}{f'; WARNING: {warning}' if warning else ''}; report: {args.out}/report.md")
 
 
+def cmd_eval_suite(args: argparse.Namespace) -> None:
+    """`lmadapt eval suite CONFIG [overrides]`: the evaluations of EVALS named in the suite, per model."""
+    from lmadapt.config import load_config
+    from lmadapt.eval.suite import SuiteConfig
+
+    cfg = load_config(SuiteConfig, args.config, args.overrides)
+    from lmadapt.recipes import evaluate
+    from lmadapt.recipes.eval_suite import run_suite
+
+    runners = {name: getattr(evaluate, function) for name, (function, *_) in EVALS.items()}
+    metrics = run_suite(cfg, runners, args.overwrite)
+    failed = [
+        f"{label} on {model}" for label, entry in metrics["evaluations"].items() for model in entry["errors"]
+    ]
+    print(f"suite report: {cfg.out}/report.md")
+    if failed:
+        raise LmadaptError(f"{len(failed)} evaluation(s) failed ({', '.join(failed)}); see the report")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lmadapt", description="Adapt pretrained language models to instructions and preferences."
@@ -355,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
         for flags, options in arguments:
             e.add_argument(*flags, **options)
         e.set_defaults(func=cmd_eval)
+    e = eval_sub.add_parser("suite", help="several evaluations on one or more models, side by side (YAML)")
+    e.add_argument("config", help="YAML suite: out, models (label: directory), evals (eval, name?, args)")
+    e.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. models.mine=runs/sft")
+    e.add_argument("--overwrite", action="store_true", help="rerun evaluations that already have results")
+    e.set_defaults(func=cmd_eval_suite)
 
     p = sub.add_parser("data", help="inspect data as the model will see it")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)

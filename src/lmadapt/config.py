@@ -225,6 +225,8 @@ def _suggestion(key: str, valid: set[str], where: str) -> str:
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
+    if tp is Any:  # free-form settings checked by their consumer (an evaluation's own arguments)
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -249,6 +251,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"'{where}' must be a list, got {value!r}")
         return [_coerce(args[0], v, f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{where}' must be a mapping, got {value!r}")
+        return {
+            _coerce(args[0], k, f"{where} key {k!r}"): _coerce(args[1], v, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if origin is tuple:
         if not isinstance(value, list | tuple) or len(value) != len(args):
             raise ConfigError(f"'{where}' must be a list of {len(args)} values, got {value!r}")
