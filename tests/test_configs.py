@@ -8,13 +8,11 @@ from pathlib import Path
 import pytest
 
 from lmadapt import config as config_module
-from lmadapt.cli import EVALS
 from lmadapt.eval.suite import SuiteConfig
-from lmadapt.recipes import evaluate
 from lmadapt.recipes.eval_suite import check_suite
+from lmadapt.recipes.evaluate import RUNNERS
 
 CONFIG_CLASSES = {"sft": "SFTConfig", "dpo": "DPOConfig", "reward": "RewardConfig", "hint": "HintConfig"}
-RUNNERS = {name: getattr(evaluate, function) for name, (function, *_) in EVALS.items()}
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 

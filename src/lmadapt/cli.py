@@ -159,10 +159,9 @@ def _rewards_line(metrics: dict[str, Any]) -> str:
     return f"pairwise accuracy {metrics['accuracy']:.4f} on {metrics['pairs']} pairs"
 
 
-# eval command -> (function in lmadapt.recipes.evaluate, help, arguments, result line)
-EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]]] = {
+# eval command -> (help, arguments, result line); its function is lmadapt.recipes.evaluate.RUNNERS[command]
+EVALS: dict[str, tuple[str, list[Argument], Callable[[dict[str, Any]], str]]] = {
     "superni": (
-        "run_superni",
         "Super-NaturalInstructions protocol and official metrics",
         [
             (("--data",), {"required": True, "help": "local natural-instructions clone (or same layout)"}),
@@ -194,7 +193,6 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         _superni_line,
     ),
     "mc": (
-        "run_multiple_choice",
         "multiple choice by log-likelihood (MMLU-style JSONL)",
         [
             (("--data",), {"required": True, "help": "JSONL of {question, choices, answer, subject?}"}),
@@ -208,7 +206,6 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         _mc_line,
     ),
     "gsm8k": (
-        "run_gsm8k",
         "generation with final-answer extraction (GSM8K-style JSONL)",
         [
             (("--data",), {"required": True, "help": "JSONL of {question, answer}; gold answer after ####"}),
@@ -222,7 +219,6 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         lambda metrics: f"accuracy {metrics['overall']['accuracy']:.2f}",
     ),
     "mmlu": (
-        "run_mmlu",
         "MMLU as Tulu 2 scored it (official CSV layout; next-token letter)",
         [
             (("--data",), {"required": True, "help": "MMLU data/ directory (test/ and dev/ CSV files)"}),
@@ -240,7 +236,6 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         ),
     ),
     "bbh": (
-        "run_bbh",
         "BIG-Bench Hard 3-shot chain of thought as Tulu 2 scored it (official layout)",
         [
             (
@@ -258,7 +253,6 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         lambda metrics: f"exact match {metrics['overall']['exact_match']:.2f} (mean over tasks)",
     ),
     "tydiqa": (
-        "run_tydiqa",
         "TyDi QA GoldP 1-shot as Tulu 2 scored it (official SQuAD-layout files; SQuAD F1/EM per language)",
         [
             (("--data",), {"required": True, "help": "directory with tydiqa-goldp-v1.1-{dev,train}.json"}),
@@ -278,7 +272,6 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         ),
     ),
     "rewards": (
-        "run_rewards",
         "pairwise accuracy of a reward model on held-out preference pairs",
         [
             (("--model",), {"required": True, "help": "reward model directory (from `lmadapt reward`)"}),
@@ -302,8 +295,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from lmadapt.eval.report import coverage_warning
     from lmadapt.recipes import evaluate
 
-    function, _, arguments, line = EVALS[args.eval_command]
-    metrics = getattr(evaluate, function)(
+    _, arguments, line = EVALS[args.eval_command]
+    metrics = evaluate.RUNNERS[args.eval_command](
         **{_dest(flags): getattr(args, _dest(flags)) for flags, _ in arguments}
     )
     warning = coverage_warning(metrics.get("coverage"))
@@ -311,7 +304,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_suite(args: argparse.Namespace) -> None:
-    """`lmadapt eval suite CONFIG [overrides]`: the evaluations of EVALS named in the suite, per model."""
+    """`lmadapt eval suite CONFIG [overrides]`: the suite's evaluations on each of its models."""
     from lmadapt.config import load_config
     from lmadapt.eval.suite import SuiteConfig
 
@@ -319,8 +312,7 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
     from lmadapt.recipes import evaluate
     from lmadapt.recipes.eval_suite import run_suite
 
-    runners = {name: getattr(evaluate, function) for name, (function, *_) in EVALS.items()}
-    metrics = run_suite(cfg, runners, args.overwrite)
+    metrics = run_suite(cfg, evaluate.RUNNERS, args.overwrite)
     failed = [
         f"{label} on {model}" for label, entry in metrics["evaluations"].items() for model in entry["errors"]
     ]
@@ -369,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model or predictions")
     eval_sub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
-    for name, (_, help_text, arguments, _) in EVALS.items():
+    for name, (help_text, arguments, _) in EVALS.items():
         e = eval_sub.add_parser(name, help=help_text)
         for flags, options in arguments:
             e.add_argument(*flags, **options)

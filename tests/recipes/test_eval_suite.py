@@ -9,15 +9,14 @@ import yaml
 from recipes.test_evaluate import write_bbh, write_mmlu
 from support import byte_llama, save_with_byte_tokenizer
 
-from lmadapt.cli import EVALS, main
+from lmadapt.cli import main
 from lmadapt.config import load_config
 from lmadapt.errors import ConfigError, LmadaptError
 from lmadapt.eval import sources
 from lmadapt.eval.suite import SuiteConfig
 from lmadapt.recipes import evaluate
 from lmadapt.recipes.eval_suite import SETTINGS_FILE, run_suite
-
-RUNNERS = {name: getattr(evaluate, function) for name, (function, *_) in EVALS.items()}
+from lmadapt.recipes.evaluate import RUNNERS
 
 
 def write_suite(path: Path, out: Path, models: dict[str, Path], evals: list[dict]) -> Path:

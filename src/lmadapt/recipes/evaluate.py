@@ -17,14 +17,14 @@ accuracy of a trained reward model on preference pairs.
 Adding an evaluation (MMLU, BBH, TydiQA, ...) means writing its loader, prompt and scorer in `eval/`,
 then a run_* function here that wires them: `_model_source(...).encoder` to encode prompts, `.generate`
 or `.score` to answer them, `report.coverage` on generated texts, `ResultsDir.write` with a report
-writer; and one entry in cli.EVALS for its arguments.
+writer; one entry in RUNNERS (at the end of the evaluations) and one in cli.EVALS for its flags.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -516,6 +516,18 @@ def run_rewards(
     results.write(records, metrics, report.write_rewards_report)
     log.info("reward accuracy %.4f on %d pairs -> %s", metrics["accuracy"], metrics["pairs"], out)
     return metrics
+
+
+# `lmadapt eval NAME` -> its function (cli.EVALS holds each one's flags; `eval suite` runs them by name).
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "superni": run_superni,
+    "mc": run_multiple_choice,
+    "gsm8k": run_gsm8k,
+    "mmlu": run_mmlu,
+    "bbh": run_bbh,
+    "tydiqa": run_tydiqa,
+    "rewards": run_rewards,
+}
 
 
 # ---------------------------------------------------------------------------------------------
