@@ -206,17 +206,26 @@ EVALS: dict[str, tuple[str, list[Argument], Callable[[dict[str, Any]], str]]] = 
         _mc_line,
     ),
     "gsm8k": (
-        "generation with final-answer extraction (GSM8K-style JSONL)",
+        "GSM8K chain of thought as Tulu 2 prompted and scored it (GSM8K-style JSONL)",
         [
             (("--data",), {"required": True, "help": "JSONL of {question, answer}; gold answer after ####"}),
             *_OUT,
             *_LM,
-            (("--fewshot",), {"help": "JSONL of worked examples shown before each question"}),
+            (
+                ("--fewshot",),
+                {"help": "JSONL of worked examples shown before each question (cot_answer: used as is)"},
+            ),
             (("--k",), {"type": int, "default": 8, "help": "number of few-shot examples"}),
-            (("--max-new-tokens",), {"type": int, "default": 256}),
-            *_QUESTIONS,
+            (("--max-new-tokens",), {"type": int, "default": 512}),
+            (
+                ("--max-questions",),
+                {"type": int, "default": 200, "help": "seeded sample, as Tulu drew it (Tulu: 200; 0 = all)"},
+            ),
         ],
-        lambda metrics: f"accuracy {metrics['overall']['accuracy']:.2f}",
+        lambda metrics: (
+            f"accuracy {metrics['overall']['accuracy']:.2f} "
+            f"(by numeric value {metrics['overall']['accuracy_numeric']:.2f})"
+        ),
     ),
     "mmlu": (
         "MMLU as Tulu 2 scored it (official CSV layout; next-token letter)",

@@ -115,6 +115,9 @@ class TrainConfig:
     stop_grace_s: float = 120.0
     keep_last: int = 2
     eval_every: int = 0  # steps; 0 = only at the end (when there is eval data)
+    # A suite YAML (`lmadapt eval suite`; its models/out are replaced by the model in training) run at
+    # every evaluation (SFT, DPO): results in output_dir/eval_suite/step-N/, headlines logged as suite/NAME.
+    eval_suite: str = ""
     log_every: int = 10
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     num_threads: int = 0  # torch intra-op threads on CPU; 0 = one per core

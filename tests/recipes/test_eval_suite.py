@@ -145,3 +145,58 @@ def test_model_labels_are_plain_directory_names(tmp_path: Path, suite_evals) -> 
     config = write_suite(tmp_path / "s.yaml", tmp_path / "out", {"..": tmp_path}, suite_evals)
     with pytest.raises(ConfigError, match=r"models label '\.\.'"):
         run_suite(load_config(SuiteConfig, config), RUNNERS)
+
+
+def test_training_runs_the_suite_at_each_evaluation_on_the_model_it_saves(
+    tmp_path: Path, tiny_llama_dir: Path, write_reverse_data, suite_evals
+) -> None:
+    from support import tiny_run_config
+
+    from lmadapt.config import SFTConfig
+    from lmadapt.recipes import sft
+
+    suite = write_suite(tmp_path / "suite.yaml", tmp_path / "unused", {"x": tmp_path / "unused"}, suite_evals)
+    data = write_reverse_data(tmp_path / "train.jsonl", 16)
+    cfg = tiny_run_config(
+        SFTConfig,
+        tmp_path,
+        tiny_llama_dir,
+        data,
+        "train.max_steps=4",
+        "train.eval_every=2",
+        "train.lr=1e-2",
+        f"train.eval_suite={suite}",
+    )
+    out = sft.run(cfg).out_dir
+
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    suite_rows = [row for row in logged if "suite/mmlu-0shot" in row]
+    assert [row["step"] for row in suite_rows] == [2, 4] and all("suite/bbh" in row for row in suite_rows)
+    # The last evaluation is what `lmadapt eval` gives the saved model (same weights, same chat template).
+    saved = evaluate.run_mmlu(suite_evals[0]["args"]["data"], tmp_path / "saved", model=str(out), k=0)
+    assert suite_rows[-1]["suite/mmlu-0shot"] == saved["overall"]["accuracy_micro"]
+    step4 = json.loads(
+        (out / "eval_suite/step-4/model/mmlu-0shot/predictions.jsonl").read_text().splitlines()[0]
+    )
+    again = json.loads((tmp_path / "saved/predictions.jsonl").read_text().splitlines()[0])
+    assert step4["log_probs"] == again["log_probs"]
+    assert not (tmp_path / "unused").exists()
+
+
+def test_eval_suite_mistakes_stop_training_before_it_starts(
+    tmp_path: Path, tiny_llama_dir, write_reverse_data
+):
+    from support import tiny_run_config
+
+    from lmadapt.config import RewardConfig, SFTConfig
+    from lmadapt.recipes import reward, sft
+
+    suite = write_suite(tmp_path / "suite.yaml", tmp_path / "o", {}, [{"eval": "mmlu", "args": {}}])
+    data = write_reverse_data(tmp_path / "train.jsonl", 8)
+    cfg = tiny_run_config(SFTConfig, tmp_path, tiny_llama_dir, data, f"train.eval_suite={suite}")
+    with pytest.raises(ConfigError, match=r"evals\.0\.args: `eval mmlu` needs data"):
+        sft.run(cfg)
+    assert not (tmp_path / "run").exists()
+    cfg = tiny_run_config(RewardConfig, tmp_path, tiny_llama_dir, data, f"train.eval_suite={suite}")
+    with pytest.raises(ConfigError, match="only sft and dpo runs take it"):
+        reward.run(cfg)

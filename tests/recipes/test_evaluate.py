@@ -349,36 +349,67 @@ def test_multiple_choice_argument_and_data_errors(tmp_path: Path, tiny_llama_dir
     assert not (tmp_path / "o").exists()
 
 
-def test_gsm8k_run_grades_the_last_number(tmp_path: Path, tiny_llama_dir: Path, monkeypatch) -> None:
+def test_gsm8k_run_prompts_and_grades_as_tulu(tmp_path: Path, tiny_llama_dir: Path, monkeypatch) -> None:
     data = write_jsonl(
         tmp_path / "gsm.jsonl",
         [
             {"question": "2+2?", "answer": "2+2=<<2+2=4>>4\n#### 4"},
             {"question": "Cost?", "answer": "#### 1,200"},
             {"question": "Nothing?", "answer": "#### 0"},
+            {"question": "Half?", "answer": "#### 3"},
         ],
     )
     shots = write_jsonl(
         tmp_path / "shots.jsonl",
         [{"question": "1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"}, {"question": "x", "answer": "#### 9"}],
     )
-    fake = FakeGenerate([" 2+2 is 4. The answer is 4.", " It costs $1,200.", " I do not know."])
+    outputs = [" 2+2 is 4. The answer is 4.", " It costs $1,200.", " I do not know.", " It is 3.0"]
+    fake = FakeGenerate(outputs)
     monkeypatch.setattr("lmadapt.eval.generate.generate", fake)
     out = tmp_path / "gsm"
     metrics = run_gsm8k(data, out, model=str(tiny_llama_dir), fewshot=shots, k=1, max_new_tokens=32)
-    prompt = "Question: 1+1?\nAnswer: 1+1=2\nThe answer is 2.\n\nQuestion: 2+2?\nAnswer:"
+    prompt = (
+        "Answer the following questions.\n\nQuestion: 1+1?\nAnswer: 1+1=2 The answer is 2.\n\n"
+        "Question: 2+2?\nAnswer:"
+    )
     assert fake.prompts[0] == [b + 3 for b in prompt.encode()]
-    assert fake.kwargs["stop"] == ["Question:", "\n\n"] and fake.kwargs["max_new_tokens"] == 32
-    assert metrics["overall"] == {"num_questions": 3, "accuracy": 66.6667, "no_number": 1}
+    assert fake.kwargs["stop"] == ["\n"] and fake.kwargs["max_new_tokens"] == 32
+    assert metrics["overall"] == {
+        "num_questions": 4,
+        "accuracy": 50.0,  # "3.0" is not "3" to Tulu's exact match
+        "accuracy_numeric": 75.0,
+        "no_number": 1,
+    }
     assert metrics["run"]["k"] == 1
     rows = read_jsonl(out / "predictions.jsonl")
-    assert [(r["extracted"], r["gold"], r["correct"]) for r in rows] == [
-        ("4", "4", True),
-        ("1200", "1200", True),
-        (None, "0", False),
+    assert [(r["extracted"], r["gold"], r["correct"], r["correct_numeric"]) for r in rows] == [
+        ("4", "4", True, True),
+        ("1200", "1200", True, True),
+        (" I do not know.", "0", False, False),  # no number: the output itself, as Tulu does
+        ("3.0", "3", False, True),
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
-    assert "| 3 | 66.67 | 1 |" in (out / "report.md").read_text(encoding="utf-8")
+    assert "| 4 | 50.00 | 75.00 | 1 |" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_gsm8k_chat_prompt_is_the_question_and_the_reply_starts_with_answer(
+    tmp_path: Path, monkeypatch
+) -> None:
+    model_dir = tmp_path / "chat-model"
+    tokenizer = word_level_tokenizer(["Answer the following question. Question: 2+2? Answer: 4"])
+    tokenizer.chat_template = TULU_JINJA
+    model = tiny_llama(len(tokenizer), hidden_size=32, num_layers=2, num_heads=4, tokenizer=tokenizer)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data = write_jsonl(tmp_path / "gsm.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
+    fake = FakeGenerate(["4"])
+    monkeypatch.setattr("lmadapt.eval.generate.generate", fake)
+    run_gsm8k(data, tmp_path / "gsm", model=str(model_dir))
+    text = "Answer the following question.\n\nQuestion: 2+2?"
+    expected = encode_prompt([{"role": "user", "content": text}], get_template("tulu", tokenizer), tokenizer)
+    answer = tokenizer("Answer:", add_special_tokens=False)["input_ids"]
+    assert fake.prompts[0] == expected + answer  # the Tulu prompt ends in a newline: no space before
+    assert fake.kwargs["stop"] is None
 
 
 def test_gsm8k_run_with_a_real_model(tmp_path: Path, tiny_llama_dir: Path) -> None:
@@ -390,9 +421,9 @@ def test_gsm8k_run_with_a_real_model(tmp_path: Path, tiny_llama_dir: Path) -> No
     expected = generate(
         model,
         load_tokenizer(str(tiny_llama_dir)),
-        ["Question: 2+2?\nAnswer:"],
+        ["Answer the following question.\n\nQuestion: 2+2?\nAnswer:"],
         max_new_tokens=4,
-        stop=["Question:", "\n\n"],
+        stop=["\n"],
     )
     assert row["prediction"] == expected[0]
 

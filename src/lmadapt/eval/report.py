@@ -427,16 +427,26 @@ def write_gsm8k_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     """report.md of a GSM8K-style evaluation."""
     run, overall = metrics.get("run", {}), metrics["overall"]
     lines = [
-        "# Math word problems (exact match of the final answer)",
+        "# Math word problems (GSM8K, Tulu 2 protocol)",
         "",
         *_run_lines(run),
-        f"- greedy generation, at most {run.get('max_new_tokens', '?')} new tokens; the final answer is "
-        "the last number generated",
+        f"- {run.get('k', '?')}-shot; greedy generation, at most {run.get('max_new_tokens', '?')} new "
+        "tokens; the final answer is the last number generated",
         *coverage_lines(metrics.get("coverage")),
         "",
+        "Accuracy is Tulu's exact match (ignoring case and punctuation, so 72.0 is not 72); by numeric "
+        "value compares the numbers themselves.",
+        "",
         _table(
-            ["questions", "accuracy", "no number in the output"],
-            [[overall["num_questions"], _score(overall["accuracy"]), overall["no_number"]]],
+            ["questions", "accuracy", "accuracy by numeric value", "no number in the output"],
+            [
+                [
+                    overall["num_questions"],
+                    _score(overall["accuracy"]),
+                    _score(overall["accuracy_numeric"]),
+                    overall["no_number"],
+                ]
+            ],
         ),
         "",
     ]

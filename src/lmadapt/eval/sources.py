@@ -93,7 +93,7 @@ def models_shared(preloaded: Mapping[str, tuple[Any, Any, str]] | None = None) -
     which sources of that `path` use as they are (an evaluation during training)."""
     global _shared_models
     outer = _shared_models
-    _shared_models = dict(preloaded or {})
+    _shared_models = {**(outer or {}), **(preloaded or {})}  # an inner block sees the outer's models
     try:
         yield
     finally:

@@ -122,6 +122,7 @@ def suite_metrics(
 def write_suite_report(out_dir: str | Path, metrics: Mapping[str, Any], paper_models: Sequence[str]) -> Path:
     """report.md: a row per evaluation, a column per model, then the paper's columns; and the chart."""
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     models, evaluations = list(metrics["models"]), metrics["evaluations"]
 
     def cell(entry: Mapping[str, Any], model: str) -> str:

@@ -10,6 +10,8 @@ others still run. The summary (`eval.suite`): `out/metrics.json`, `out/report.md
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import inspect
 import json
@@ -18,9 +20,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lmadapt.config import TrainConfig, load_config
 from lmadapt.errors import ConfigError, LmadaptError
 from lmadapt.eval.sources import models_shared
 from lmadapt.eval.suite import HEADLINES, SuiteConfig, headline, suite_metrics, write_suite_report
+from lmadapt.recipes.evaluate import RUNNERS
+from lmadapt.train.distributed import is_sharded
 
 log = logging.getLogger("lmadapt")
 
@@ -132,3 +137,38 @@ def run_suite(
     metrics = suite_metrics(cfg, scores, errors, dirs)
     write_suite_report(out, metrics, cfg.paper)
     return metrics
+
+
+IN_TRAINING = "(the model in training)"  # the suite's model "path": resolved to the live model
+
+
+def training_suite(
+    train: TrainConfig, tokenizer: Any, kind: str, chat_template: str | None, out_dir: Path, accelerator: Any
+) -> Callable[[Any, int], dict[str, float]] | None:
+    """`train.eval_suite` as a `fit` callback: `(model, step)` runs the suite on the model in memory, as
+    it would be saved now (the run's tokenizer with `chat_template`), writes out_dir/eval_suite/step-N/
+    and returns {"suite/<evaluation>": headline}. None without a suite; its mistakes are found here,
+    before training starts."""
+    if not train.eval_suite:
+        return None
+    if is_sharded(accelerator):
+        raise ConfigError("train.eval_suite runs on the main process alone, which sharded engines forbid")
+    suite = load_config(SuiteConfig, train.eval_suite)
+    if suite.models or suite.out:
+        log.info("train.eval_suite: evaluating the model in training (the suite's models/out are not used)")
+    suite = dataclasses.replace(suite, models={"model": IN_TRAINING}, out=str(out_dir / "eval_suite"))
+    check_suite(suite, RUNNERS)
+    tokenizer = copy.copy(tokenizer)  # the saved model's template, without touching the training tokenizer
+    tokenizer.chat_template = chat_template
+
+    def evaluate(model: Any, step: int) -> dict[str, float]:
+        at_step = dataclasses.replace(suite, out=str(out_dir / "eval_suite" / f"step-{step}"))
+        with models_shared({IN_TRAINING: (model, tokenizer, kind)}):
+            metrics = run_suite(at_step, RUNNERS, overwrite=True)
+        return {
+            f"suite/{label}": entry["scores"]["model"]
+            for label, entry in metrics["evaluations"].items()
+            if "model" in entry["scores"]
+        }
+
+    return evaluate

@@ -203,40 +203,46 @@ def run_gsm8k(
     *,
     model: str,
     fewshot: str | Path | None = None,
-    k: int = 8,
+    k: int = gsm8k.TULU_SHOTS,
     chat_template: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
-    max_new_tokens: int = 256,
-    max_questions: int | None = None,
+    max_new_tokens: int = gsm8k.TULU_MAX_NEW_TOKENS,
+    max_questions: int | None = gsm8k.TULU_MAX_QUESTIONS,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Answer every problem in `data` by greedy generation and grade the final number; returns metrics.json.
+    """GSM8K-style problems from `data` answered by greedy generation as Tulu 2 prompted and scored them
+    (`eval.gsm8k`); returns metrics.json.
 
-    `data` (and `fewshot`) hold {"question", "answer"} records, GSM8K-style (`eval.gsm8k`). With `fewshot`,
-    its first `k` problems precede every question as worked examples. `max_questions` keeps the first N
-    (None or 0: all). Empty answers are counted in "coverage".
+    `data` (and `fewshot`) hold {"question", "answer"} records (few-shot ones may carry "cot_answer"). With
+    `fewshot`, its first `k` problems precede every question as worked examples (Tulu: its 8 exemplars).
+    `max_questions` draws Tulu's seeded sample (Tulu: 200; None or 0: all). Empty answers are counted in
+    "coverage".
     """
     _check_shots(k)
     source = _model_source(
         model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
     )
-    problems = gsm8k.load_problems(data)[: max_questions or None]
+    problems = gsm8k.sample_problems(gsm8k.load_problems(data), max_questions)
     shots = gsm8k.load_problems(fewshot)[:k] if fewshot is not None else []
     results = ResultsDir(out, overwrite)
 
-    prompt_ids = [source.encoder.encode(gsm8k.build_prompt(problem, shots)) for problem in problems]
-    stop = gsm8k.stop_strings(source.uses_chat_template())
-    texts = source.generate(prompt_ids, "gsm8k", stop=stop)
-    extracted = [gsm8k.extract_answer(text) for text in texts]
+    chat = source.uses_chat_template()
+    prompt_ids = [
+        source.encoder.encode_with_reply_start(
+            gsm8k.build_prompt(problem, shots, chat), gsm8k.CHAT_REPLY_START
+        )
+        for problem in problems
+    ]
+    texts = source.generate(prompt_ids, "gsm8k", stop=gsm8k.stop_strings(chat))
 
     counts = coverage(texts)
-    metrics: dict[str, Any] = {"overall": gsm8k.gsm8k_metrics(problems, extracted), "coverage": counts}
+    metrics: dict[str, Any] = {"overall": gsm8k.gsm8k_metrics(problems, texts), "coverage": counts}
     metrics["run"] = {
         "data": str(data),
         "model": model,
         "fewshot": None if fewshot is None else str(fewshot),
         "k": len(shots),
-        "chat_template": source.uses_chat_template(),
+        "chat_template": chat,
         "max_new_tokens": max_new_tokens,
         "max_questions": max_questions or None,
         "lmadapt_version": __version__,
@@ -245,11 +251,12 @@ def run_gsm8k(
         {
             "line": problem.line,
             "prediction": text,
-            "extracted": answer,
-            "gold": problem.gold,
-            "correct": answer == problem.gold,
+            "extracted": gsm8k.tulu_extract(text),
+            "gold": gsm8k.tulu_gold(problem.solution),
+            "correct": gsm8k.tulu_match(gsm8k.tulu_extract(text), gsm8k.tulu_gold(problem.solution)),
+            "correct_numeric": gsm8k.extract_answer(text) == problem.gold,
         }
-        for problem, text, answer in zip(problems, texts, extracted, strict=True)
+        for problem, text in zip(problems, texts, strict=True)
     ]
     results.write(records, metrics, report.write_gsm8k_report)
     warn_coverage(counts)
