@@ -280,6 +280,38 @@ EVALS: dict[str, tuple[str, list[Argument], Callable[[dict[str, Any]], str]]] = 
             "(mean over languages)"
         ),
     ),
+    "ifeval": (
+        "IFEval verifiable instructions: strict and loose, prompt and instruction level",
+        [
+            (("--data",), {"required": True, "help": "input_data.jsonl of the release (or its directory)"}),
+            *_OUT,
+            (("--model",), {"help": "local model directory (greedy generation)"}),
+            (("--predictions",), {"help": "score a JSONL of {id: str(key), prediction} instead"}),
+            *_LM[1:],
+            (("--max-new-tokens",), {"type": int, "default": 2048}),
+            *_QUESTIONS,
+        ],
+        lambda metrics: (
+            f"prompt-level strict {metrics['overall']['prompt_level_strict']:.2f}, "
+            f"loose {metrics['overall']['prompt_level_loose']:.2f}"
+        ),
+    ),
+    "truthfulqa": (
+        "TruthfulQA MC1/MC2 and judged % true and informative, as Tulu 2 ran it",
+        [
+            (("--data",), {"required": True, "help": "mc_task.json (or HF JSONL/Parquet) or TruthfulQA.csv"}),
+            *_OUT,
+            *_LM,
+            (("--truth-judge",), {"help": "local truth judge model: generate answers and judge them"}),
+            (("--info-judge",), {"help": "local informativeness judge model"}),
+            (("--no-mc",), {"action": "store_true", "help": "skip MC1/MC2 (only judged generation)"}),
+            (("--max-new-tokens",), {"type": int, "default": 50}),
+            *_QUESTIONS,
+        ],
+        lambda metrics: ", ".join(
+            f"{k} {v:.2f}" for k, v in metrics["overall"].items() if k != "num_questions"
+        ),
+    ),
     "rewards": (
         "pairwise accuracy of a reward model on held-out preference pairs",
         [

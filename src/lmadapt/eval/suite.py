@@ -65,6 +65,8 @@ HEADLINES: dict[str, Headline] = {
     "mmlu": Headline("accuracy", _overall("accuracy_micro")),
     "bbh": Headline("exact match", _overall("exact_match")),
     "tydiqa": Headline("F1", _overall("f1")),
+    "ifeval": Headline("prompt-level loose", _overall("prompt_level_loose")),
+    "truthfulqa": Headline("MC2", _overall("mc2")),
     "rewards": Headline("pair accuracy", lambda metrics: 100 * metrics["accuracy"]),
 }
 

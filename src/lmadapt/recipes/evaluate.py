@@ -16,14 +16,16 @@ accuracy of a trained reward model on preference pairs.
 
 Adding an evaluation (MMLU, BBH, TydiQA, ...) means writing its loader, prompt and scorer in `eval/`,
 then a run_* function here that wires them: `_model_source(...).encoder` to encode prompts, `.generate`
-or `.score` to answer them, `report.coverage` on generated texts, `ResultsDir.write` with a report
-writer; one entry in RUNNERS (at the end of the evaluations) and one in cli.EVALS for its flags.
+or `.score` to answer them, and `_finish` (coverage of generated texts, the run's settings,
+`ResultsDir.write` with a report writer); one entry in RUNNERS (at the end of the evaluations) and one
+in cli.EVALS for its flags.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,11 @@ from lmadapt import __version__
 from lmadapt.data.superni import TEST_INSTANCES_PER_TASK, eval_instances, load_split_tasks
 from lmadapt.data.tasks import PromptEncoding
 from lmadapt.errors import ConfigError, LmadaptError
-from lmadapt.eval import bbh, gsm8k, mmlu, multiple_choice, report, tydiqa
+from lmadapt.eval import bbh, gsm8k, ifeval, mmlu, multiple_choice, report, truthfulqa, tydiqa
 from lmadapt.eval.metrics import score
 from lmadapt.eval.progress import Progress
 from lmadapt.eval.report import coverage
-from lmadapt.eval.results import ResultsDir, warn_coverage
+from lmadapt.eval.results import ReportWriter, ResultsDir, warn_coverage
 from lmadapt.eval.sources import (
     DEFAULT_BATCH_SIZE,
     SUPERNI_MAX_NEW_TOKENS,
@@ -465,6 +467,155 @@ def run_tydiqa(
     return metrics
 
 
+def run_ifeval(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str | None = None,
+    predictions: str | Path | None = None,
+    chat_template: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_new_tokens: int = ifeval.OPEN_INSTRUCT_MAX_NEW_TOKENS,
+    max_questions: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """IFEval from the release's input_data.jsonl (`data`: the file or its directory), each prompt
+    answered by greedy generation with `model` (one user turn) or read from `predictions` ({"id": key,
+    "prediction"}), and checked strict and loose (`eval.ifeval`); returns metrics.json. `max_questions`
+    keeps the first N prompts (None or 0: all)."""
+    if (model is None) == (predictions is None):
+        raise ConfigError("say where responses come from: --model PATH or --predictions FILE (one of them)")
+    prompts = ifeval.load_prompts(data)[: max_questions or None]
+    source = None
+    if model is not None:
+        source = _model_source(
+            model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
+        )
+    results = ResultsDir(out, overwrite)
+
+    if source is not None:
+        texts: list[str | None] = list(
+            source.generate([source.encoder.encode(p.prompt) for p in prompts], "ifeval")
+        )
+        run: dict[str, Any] = {
+            "model": model,
+            "chat_template": source.uses_chat_template(),
+            "max_new_tokens": max_new_tokens,
+        }
+    else:
+        texts = PredictionsFile(str(predictions)).texts([p.id for p in prompts])
+        run = {"predictions": str(predictions)}
+    responses = [text or "" for text in texts]
+    checked = [
+        ifeval.check_prompt(prompt, response) for prompt, response in zip(prompts, responses, strict=True)
+    ]
+    strict, loose = [s for s, _ in checked], [lo for _, lo in checked]
+
+    metrics = ifeval.ifeval_metrics(prompts, strict, loose)
+    run.update(data=str(data), max_questions=max_questions or None)
+    records = ifeval.prediction_records(prompts, responses, strict, loose)
+    _finish(results, records, metrics, run, report.write_ifeval_report, texts)
+    overall = metrics["overall"]
+    log.info(
+        "prompt-level strict %.2f, loose %.2f -> %s",
+        overall["prompt_level_strict"],
+        overall["prompt_level_loose"],
+        out,
+    )
+    return metrics
+
+
+def run_truthfulqa(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str,
+    truth_judge: str | None = None,
+    info_judge: str | None = None,
+    no_mc: bool = False,
+    chat_template: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_new_tokens: int = truthfulqa.OPEN_INSTRUCT_MAX_NEW_TOKENS,
+    max_questions: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """TruthfulQA from mc_task.json-style records or TruthfulQA.csv (`eval.truthfulqa`): MC1/MC2 by
+    log-likelihood (unless `no_mc`), and with local judge model directories (`truth_judge`,
+    `info_judge`) greedy answers judged true / informative; returns metrics.json. `max_questions` keeps
+    the first N (None or 0: all)."""
+    judges = {name: path for name, path in (("truth", truth_judge), ("info", info_judge)) if path}
+    if no_mc and not judges:
+        raise ConfigError("--no-mc leaves nothing to do: give --truth-judge and/or --info-judge")
+    source = _model_source(
+        model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
+    )
+    questions = truthfulqa.load_questions(data)[: max_questions or None]
+    results = ResultsDir(out, overwrite)
+
+    chat = source.uses_chat_template()
+    records: list[dict[str, Any]] = [{"line": q.line, "question": q.question} for q in questions]
+    mc = None
+    if not no_mc:
+        log_probs = truthfulqa.score_mc(
+            source.encoder, lambda rows: source.score(rows, "truthfulqa mc"), questions, chat
+        )
+        mc = [truthfulqa.mc_scores(q, scores) for q, scores in zip(questions, log_probs, strict=True)]
+        for record, s, scores in zip(records, mc, log_probs, strict=True):
+            record.update(
+                mc1=s.mc1, mc2=round(s.mc2, 6), log_probs={a: round(x, 6) for a, x in scores.items()}
+            )
+    texts: list[str] | None = None
+    judged: dict[str, list[float]] = {}
+    if judges:
+        prompt_ids = [source.encoder.encode(truthfulqa.build_prompt(q)) for q in questions]
+        texts = source.generate(prompt_ids, "truthfulqa", stop=None if chat else [truthfulqa.PLAIN_STOP])
+        answers = [truthfulqa.trim_answer(text) for text in texts]
+        del source  # the judges load one at a time
+        for name, path in judges.items():
+            judge = _model_source(path, chat_template="off", batch_size=batch_size)
+            rows = [
+                judge.encoder.encode_with_reply(truthfulqa.judge_prompt(q, a, name), "yes")
+                for q, a in zip(questions, answers, strict=True)
+            ]
+            judged[name] = [math.exp(x) for x in judge.score(rows, f"truthfulqa {name} judge")]
+        for i, (record, answer) in enumerate(zip(records, answers, strict=True)):
+            record["answer"] = answer
+            record.update({f"{name}_prob": round(probs[i], 6) for name, probs in judged.items()})
+
+    metrics = truthfulqa.truthfulqa_metrics(mc, judged)
+    run = {
+        "data": str(data),
+        "model": model,
+        "chat_template": chat,
+        "mc": not no_mc,
+        **{f"{name}_judge": path for name, path in judges.items()},
+        "max_new_tokens": max_new_tokens if judges else None,
+        "max_questions": max_questions or None,
+    }
+    _finish(results, records, metrics, run, report.write_truthfulqa_report, texts)
+    log.info("%s -> %s", ", ".join(f"{k} {v}" for k, v in metrics["overall"].items()), out)
+    return metrics
+
+
+def _finish(
+    results: ResultsDir,
+    records: Sequence[Mapping[str, Any]],
+    metrics: dict[str, Any],
+    run: Mapping[str, Any],
+    writer: ReportWriter,
+    texts: Sequence[str | None] | None = None,
+) -> dict[str, Any]:
+    """The tail evaluations share: metrics.json gets "coverage" of the generated `texts` (when there are
+    any) and "run" (the settings, and the lmadapt version); then the result files and a coverage warning."""
+    if texts is not None:
+        metrics["coverage"] = coverage(texts)
+    metrics["run"] = {**run, "lmadapt_version": __version__}
+    results.write(records, metrics, writer)
+    if texts is not None:
+        warn_coverage(metrics["coverage"])
+    return metrics
+
+
 def run_rewards(
     model: str | Path,
     data: str | Path | Sequence[str | Path],
@@ -533,6 +684,8 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "mmlu": run_mmlu,
     "bbh": run_bbh,
     "tydiqa": run_tydiqa,
+    "ifeval": run_ifeval,
+    "truthfulqa": run_truthfulqa,
     "rewards": run_rewards,
 }
 
