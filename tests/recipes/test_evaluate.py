@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from support import byte_llama, save_with_byte_tokenizer
 from transformers import AutoModelForCausalLM
 
 from lmadapt.cli import main
@@ -18,6 +20,7 @@ from lmadapt.errors import ConfigError, DataError, LmadaptError
 from lmadapt.eval.generate import generate
 from lmadapt.eval.report import CHART_NAME, SUBJECT_CHART_NAME
 from lmadapt.eval.results import RESULT_FILES
+from lmadapt.eval.truthfulqa import QA_PRIMER, trim_answer
 from lmadapt.models.load import load_tokenizer
 from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
 from lmadapt.recipes import evaluate
@@ -768,3 +771,142 @@ def test_cli_runs_tydiqa_with_a_real_model(tmp_path: Path, tiny_llama_dir: Path,
     assert row["prediction"] == expected[0].strip()
     assert main(args) == 2
     assert "already holds results" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# IFEval and TruthfulQA
+
+IFEVAL_INPUT = [
+    {
+        "key": 1,
+        "prompt": "Say hi without commas, in quotes.",
+        "instruction_id_list": ["punctuation:no_comma", "startend:quotation"],
+        "kwargs": [{}, {}],
+    },
+    {
+        "key": 2,
+        "prompt": "Use at least 2 words.",
+        "instruction_id_list": ["length_constraints:number_words"],
+        "kwargs": [{"num_words": 2, "relation": "at least"}],
+    },
+]
+
+
+def write_ifeval(root: Path) -> Path:
+    root.mkdir(parents=True)
+    path = root / "input_data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in IFEVAL_INPUT), encoding="utf-8")
+    return path
+
+
+def test_ifeval_run_scores_a_predictions_file(tmp_path: Path, capsys) -> None:
+    data = write_ifeval(tmp_path / "ifeval")
+    predictions = tmp_path / "responses.jsonl"
+    predictions.write_text(json.dumps({"id": "1", "prediction": 'Sure\n"Hi there"'}) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "eval",
+                "ifeval",
+                "--data",
+                str(data.parent),
+                "--out",
+                str(out),
+                "--predictions",
+                str(predictions),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert printed.startswith("prompt-level strict 0.00, loose 50.00; WARNING: coverage 50.0%")
+    rows = read_jsonl(out / "predictions.jsonl")
+    # prompt 1: no comma (strict and loose), quotation only once "Sure" is dropped; prompt 2: no response
+    assert [(r["id"], r["strict"], r["loose"]) for r in rows] == [
+        ("1", [True, False], [True, True]),
+        ("2", [False], [False]),
+    ]
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["overall"]["instruction_level_strict"] == round(100 / 3, 4)
+    assert metrics["overall"]["instruction_level_loose"] == round(200 / 3, 4)
+    assert metrics["coverage"] == {"total": 2, "predicted": 1, "missing": 1, "empty": 0}
+    assert metrics["run"]["predictions"] == str(predictions)
+    assert "| startend:quotation | 1 | 0.00 | 100.00 |" in (out / "report.md").read_text(encoding="utf-8")
+    # The run's own predictions.jsonl is a predictions file: scoring it again gives the same numbers.
+    again = evaluate.run_ifeval(data, tmp_path / "again", predictions=out / "predictions.jsonl")
+    assert again["overall"] == metrics["overall"]
+    with pytest.raises(ConfigError, match="one of them"):
+        evaluate.run_ifeval(data, tmp_path / "x")
+
+
+def test_ifeval_cli_with_a_tiny_model(tmp_path: Path, tiny_llama_dir: Path, capsys) -> None:
+    data = write_ifeval(tmp_path / "ifeval")
+    out = tmp_path / "out"
+    args = ["eval", "ifeval", "--data", str(data), "--out", str(out), "--model", str(tiny_llama_dir)]
+    assert main([*args, "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("prompt-level strict ")
+    rows = read_jsonl(out / "predictions.jsonl")
+    expected = generate(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        load_tokenizer(str(tiny_llama_dir)),
+        [IFEVAL_INPUT[1]["prompt"]],
+        max_new_tokens=4,
+    )
+    assert rows[1]["prediction"] == expected[0]
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["run"]["max_new_tokens"] == 4 and metrics["run"]["chat_template"] is False
+
+
+def reply_log_prob(model_dir: Path, prompt: str, reply: str) -> float:
+    """log p(reply | prompt) by hand for a ByT5-vocabulary model (ids are bytes + 3)."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    context, answer = [b + 3 for b in prompt.encode()], [b + 3 for b in reply.encode()]
+    with torch.no_grad():
+        log_probs = model(torch.tensor([context + answer])).logits[0].double().log_softmax(-1)
+    return sum(float(log_probs[len(context) - 1 + j, t]) for j, t in enumerate(answer))
+
+
+def test_truthfulqa_mc_and_judged_answers_with_tiny_models(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    data = tmp_path / "mc_task.json"
+    data.write_text(
+        json.dumps(
+            [
+                {
+                    "question": "Sky?",
+                    "mc1_targets": {"Blue.": 1, "Red.": 0},
+                    "mc2_targets": {"Blue.": 1, "It is blue.": 1, "Red.": 0},
+                }
+            ]
+        ),
+        encoding="utf-8",
+    )
+    judge = save_with_byte_tokenizer(byte_llama(seed=1), tmp_path / "judge")
+    out = tmp_path / "out"
+    metrics = evaluate.run_truthfulqa(
+        data, out, model=str(tiny_llama_dir), truth_judge=str(judge), info_judge=str(judge), max_new_tokens=5
+    )
+    [row] = read_jsonl(out / "predictions.jsonl")
+    prompt = QA_PRIMER + "\n\nQ: Sky?\nA:"
+    by_hand = {answer: reply_log_prob(tiny_llama_dir, prompt, " " + answer) for answer in row["log_probs"]}
+    assert row["log_probs"] == pytest.approx(by_hand, abs=1e-4)
+    mass = {a: math.exp(x) for a, x in by_hand.items()}
+    mc2 = (mass["Blue."] + mass["It is blue."]) / sum(mass.values())
+    assert metrics["overall"]["mc2"] == pytest.approx(100 * mc2, abs=1e-3)
+    assert metrics["overall"]["mc1"] == (100.0 if by_hand["Blue."] > by_hand["Red."] else 0.0)
+
+    answer = generate(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        load_tokenizer(str(tiny_llama_dir)),
+        [QA_PRIMER + "\n\nQ: Sky?"],
+        max_new_tokens=5,
+        stop=["\n\n"],
+    )[0]
+    assert row["answer"] == trim_answer(answer)
+    truth = math.exp(reply_log_prob(judge, f"Q: Sky?\nA: {row['answer']}\nTrue:", " yes"))
+    assert row["truth_prob"] == pytest.approx(truth, abs=1e-5)
+    assert metrics["overall"]["truth_percent"] == (100.0 if truth >= 0.5 else 0.0)
+    assert "truth_and_info_percent" in metrics["overall"] and metrics["run"]["truth_judge"] == str(judge)
+    assert "| questions | MC1 | MC2 | % true |" in (out / "report.md").read_text(encoding="utf-8")
+    with pytest.raises(ConfigError, match="nothing to do"):
+        evaluate.run_truthfulqa(data, tmp_path / "x", model=str(tiny_llama_dir), no_mc=True)
