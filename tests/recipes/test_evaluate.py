@@ -449,6 +449,8 @@ def test_every_evaluation_refuses_existing_results_before_loading_anything(
         lambda: run_mmlu(write_mmlu(tmp_path / "mmlu"), out, model=missing),
         lambda: run_bbh(write_bbh(tmp_path / "bbh"), out, model=missing),
         lambda: run_tydiqa(write_tydiqa(tmp_path / "tydiqa"), out, model=missing),
+        lambda: evaluate.run_ifeval(write_ifeval(tmp_path / "ifeval"), out, model=missing),
+        lambda: evaluate.run_truthfulqa(write_jsonl(tmp_path / "tqa.jsonl", TRUTHFULQA), out, model=missing),
     ]
     for run in runs:
         with pytest.raises(LmadaptError, match="already holds results"):
@@ -792,6 +794,15 @@ IFEVAL_INPUT = [
 ]
 
 
+TRUTHFULQA = [
+    {
+        "question": "Sky?",
+        "mc1_targets": {"Blue.": 1, "Red.": 0},
+        "mc2_targets": {"Blue.": 1, "It is blue.": 1, "Red.": 0},
+    }
+]
+
+
 def write_ifeval(root: Path) -> Path:
     root.mkdir(parents=True)
     path = root / "input_data.jsonl"
@@ -869,18 +880,7 @@ def reply_log_prob(model_dir: Path, prompt: str, reply: str) -> float:
 
 def test_truthfulqa_mc_and_judged_answers_with_tiny_models(tmp_path: Path, tiny_llama_dir: Path) -> None:
     data = tmp_path / "mc_task.json"
-    data.write_text(
-        json.dumps(
-            [
-                {
-                    "question": "Sky?",
-                    "mc1_targets": {"Blue.": 1, "Red.": 0},
-                    "mc2_targets": {"Blue.": 1, "It is blue.": 1, "Red.": 0},
-                }
-            ]
-        ),
-        encoding="utf-8",
-    )
+    data.write_text(json.dumps(TRUTHFULQA), encoding="utf-8")
     judge = save_with_byte_tokenizer(byte_llama(seed=1), tmp_path / "judge")
     out = tmp_path / "out"
     metrics = evaluate.run_truthfulqa(
