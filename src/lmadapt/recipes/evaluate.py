@@ -130,17 +130,15 @@ def run_superni(
     metrics = report.superni_metrics(scores, instances, counts)
     metrics["prompts"] = predicted.prompts
     metrics["flops"] = predicted.flops
-    metrics["run"] = {
+    run = {
         "data": str(data),
         "split": split,
         "encoding": str(prompt_encoding),
         **source.settings(),
         "max_instances": max_instances,
-        "lmadapt_version": __version__,
     }
     records = report.superni_prediction_records(instances, predicted.texts)
-    results.write(records, metrics, report.write_report)
-    warn_coverage(counts)
+    _finish(results, records, metrics, run, report.write_report, predicted.texts)
     overall = metrics["overall"]
     log.info("exact match %.2f, ROUGE-L %.2f -> %s", overall["exact_match"], overall["rougeL"], out)
     return metrics
@@ -183,7 +181,7 @@ def run_multiple_choice(
     )
 
     metrics = multiple_choice.mc_metrics(questions, scores)
-    metrics["run"] = {
+    run = {
         "data": str(data),
         "model": model,
         "fewshot": None if fewshot is None else str(fewshot),
@@ -191,9 +189,9 @@ def run_multiple_choice(
         "answer_format": answer_format,
         "chat_template": source.uses_chat_template(),
         "max_questions": max_questions or None,
-        "lmadapt_version": __version__,
     }
-    results.write(multiple_choice.prediction_records(questions, scores), metrics, report.write_mc_report)
+    records = multiple_choice.prediction_records(questions, scores)
+    _finish(results, records, metrics, run, report.write_mc_report)
     overall = metrics["overall"]
     log.info("accuracy %.2f (per token %.2f) -> %s", overall["accuracy"], overall["accuracy_per_token"], out)
     return metrics
@@ -237,9 +235,8 @@ def run_gsm8k(
     ]
     texts = source.generate(prompt_ids, "gsm8k", stop=gsm8k.stop_strings(chat))
 
-    counts = coverage(texts)
-    metrics: dict[str, Any] = {"overall": gsm8k.gsm8k_metrics(problems, texts), "coverage": counts}
-    metrics["run"] = {
+    metrics: dict[str, Any] = {"overall": gsm8k.gsm8k_metrics(problems, texts)}
+    run = {
         "data": str(data),
         "model": model,
         "fewshot": None if fewshot is None else str(fewshot),
@@ -247,7 +244,6 @@ def run_gsm8k(
         "chat_template": chat,
         "max_new_tokens": max_new_tokens,
         "max_questions": max_questions or None,
-        "lmadapt_version": __version__,
     }
     records = [
         {
@@ -260,8 +256,7 @@ def run_gsm8k(
         }
         for problem, text in zip(problems, texts, strict=True)
     ]
-    results.write(records, metrics, report.write_gsm8k_report)
-    warn_coverage(counts)
+    _finish(results, records, metrics, run, report.write_gsm8k_report, texts)
     log.info("accuracy %.2f -> %s", metrics["overall"]["accuracy"], out)
     return metrics
 
@@ -312,13 +307,12 @@ def run_mmlu(
             used < len(dev[str(q.subject)]) for q, used in zip(questions, shots_used, strict=True)
         )
     }
-    metrics["run"] = {
+    run = {
         "data": str(data),
         "model": model,
         "k": k,
         "chat_template": source.uses_chat_template(),
         "max_prompt_tokens": max_prompt_tokens,
-        "lmadapt_version": __version__,
     }
     records = [
         {
@@ -333,7 +327,7 @@ def run_mmlu(
             questions, predictions, per_question, shots_used, strict=True
         )
     ]
-    results.write(records, metrics, report.write_mmlu_report)
+    _finish(results, records, metrics, run, report.write_mmlu_report)
     overall = metrics["overall"]
     log.info("accuracy %.2f (macro %.2f) -> %s", overall["accuracy_micro"], overall["accuracy_macro"], out)
     return metrics
@@ -373,16 +367,13 @@ def run_bbh(
     texts = source.generate(prompt_ids, "bbh")
     extracted = [bbh.extract_answer(text) for text in texts]
 
-    counts = coverage(texts)
     metrics = bbh.bbh_metrics(examples, [p for p, _ in extracted], [f for _, f in extracted])
-    metrics["coverage"] = counts
-    metrics["run"] = {
+    run = {
         "data": str(data),
         "model": model,
         "chat_template": chat,
         "max_examples_per_task": max_examples_per_task or None,
         "max_new_tokens": max_new_tokens,
-        "lmadapt_version": __version__,
     }
     records = [
         {
@@ -395,8 +386,7 @@ def run_bbh(
         }
         for example, text, (prediction, _) in zip(examples, texts, extracted, strict=True)
     ]
-    results.write(records, metrics, report.write_bbh_report)
-    warn_coverage(counts)
+    _finish(results, records, metrics, run, report.write_bbh_report, texts)
     log.info(
         "exact match %.2f (mean over %d tasks) -> %s", metrics["overall"]["exact_match"], len(by_task), out
     )
@@ -442,10 +432,8 @@ def run_tydiqa(
     texts = source.generate(prompt_ids, "tydiqa", stop=None if chat else [tydiqa.PLAIN_STOP])
     answers = [text.strip() for text in texts]
 
-    counts = coverage(answers)
     metrics = tydiqa.tydiqa_metrics(questions, answers)
-    metrics["coverage"] = counts
-    metrics["run"] = {
+    run = {
         "data": str(data),
         "model": model,
         "k": k,
@@ -454,14 +442,12 @@ def run_tydiqa(
         "max_questions_per_language": max_questions_per_language or None,
         "max_context_tokens": max_context_tokens or None,
         "max_new_tokens": max_new_tokens,
-        "lmadapt_version": __version__,
     }
     records = [
         {"id": q.id, "language": q.language, "prediction": answer, "answers": q.answers}
         for q, answer in zip(questions, answers, strict=True)
     ]
-    results.write(records, metrics, report.write_tydiqa_report)
-    warn_coverage(counts)
+    _finish(results, records, metrics, run, report.write_tydiqa_report, answers)
     overall = metrics["overall"]
     log.info("F1 %.2f, EM %.2f (mean over languages) -> %s", overall["f1"], overall["exact_match"], out)
     return metrics
@@ -663,15 +649,14 @@ def run_rewards(
         )
 
     metrics = rewards.reward_metrics(chosen, rejected, dropped=len(pairs) - len(kept))
-    metrics["run"] = {
+    run = {
         "model": str(model),
         "data": [str(path) for path in paths],
         "template": template,
         "max_length": max_length,
-        "lmadapt_version": __version__,
     }
     records = rewards.prediction_records([pair for pair, _ in kept], chosen, rejected)
-    results.write(records, metrics, report.write_rewards_report)
+    _finish(results, records, metrics, run, report.write_rewards_report)
     log.info("reward accuracy %.4f on %d pairs -> %s", metrics["accuracy"], metrics["pairs"], out)
     return metrics
 
