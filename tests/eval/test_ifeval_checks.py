@@ -224,6 +224,31 @@ def lm_eval_checkers():
         yield registry.INSTRUCTION_DICT
 
 
+# Second settings for the parity test: the other relation, marker, splitter and case of each kwarg.
+MORE_KWARGS: list[tuple[str, dict]] = [
+    ("keywords:frequency", {"keyword": "the", "frequency": 3, "relation": "less than"}),
+    ("keywords:letter_frequency", {"letter": "e", "let_frequency": 5, "let_relation": "at least"}),
+    ("keywords:existence", {"keywords": ["fox", "dog"]}),
+    ("keywords:forbidden_words", {"forbidden_words": ["quick", "answer"]}),
+    ("language:response_language", {"language": "en"}),
+    ("length_constraints:number_sentences", {"num_sentences": 2, "relation": "at least"}),
+    ("length_constraints:number_paragraphs", {"num_paragraphs": 1}),
+    ("length_constraints:number_words", {"num_words": 4, "relation": "less than"}),
+    (
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "apple"},
+    ),
+    ("detectable_content:postscript", {"postscript_marker": "P.S."}),
+    ("detectable_content:number_placeholders", {"num_placeholders": 1}),
+    ("detectable_format:number_bullet_lists", {"num_bullets": 1}),
+    ("detectable_format:number_highlighted_sections", {"num_highlights": 1}),
+    ("detectable_format:multiple_sections", {"section_spliter": "SECTION", "num_sections": 1}),
+    ("combination:repeat_prompt", {"prompt_to_repeat": "Here you go"}),
+    ("startend:end_checker", {"end_phrase": "Bye."}),
+    ("change_case:capital_word_frequency", {"capital_frequency": 1, "capital_relation": "less than"}),
+]
+
+
 def _lm_eval_follows(registry, instruction_id: str, response: str, kwargs: dict) -> bool:
     instruction = registry[instruction_id](instruction_id)
     instruction.build_description(**kwargs)
@@ -231,8 +256,9 @@ def _lm_eval_follows(registry, instruction_id: str, response: str, kwargs: dict)
 
 
 def test_parity_with_lm_eval(lm_eval_checkers):
-    """Every instruction's kwargs against every hand-made response of every instruction (about 1,500
-    pairs, most of them unrelated, which is the point: quirks show on responses nobody aimed at)."""
+    """Every instruction under two settings against every hand-made response of every instruction (about
+    4,500 pairs, a quarter of them followed; most unrelated, which is the point: quirks show on responses
+    nobody aimed at)."""
     responses = sorted({r for _, passing, failing in CASES.values() for r in passing + failing})
     responses += [
         LOREM,
@@ -240,11 +266,12 @@ def test_parity_with_lm_eval(lm_eval_checkers):
         "* a\n* b\n\n***\n\nSection 1 <<T>> [x] P.S. end",
         '"My answer is no."',
     ]
+    settings = [(instruction_id, kwargs) for instruction_id, (kwargs, _, _) in CASES.items()] + MORE_KWARGS
     checked = 0
-    for instruction_id, (kwargs, _, _) in CASES.items():
+    for instruction_id, kwargs in settings:
         for response in responses:
             ours = follows(instruction_id, response, kwargs)
             theirs = _lm_eval_follows(lm_eval_checkers, instruction_id, response, kwargs)
             assert ours == theirs, (instruction_id, response)
             checked += 1
-    assert checked == len(CASES) * len(responses)
+    assert checked == len(settings) * len(responses)

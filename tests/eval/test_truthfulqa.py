@@ -5,11 +5,15 @@ import math
 from pathlib import Path
 
 import pytest
+from transformers import ByT5Tokenizer
 
+from lmadapt.data.templates import TULU_JINJA
 from lmadapt.errors import DataError
+from lmadapt.eval.prompts import PromptEncoder, chat_template_for
 from lmadapt.eval.truthfulqa import (
     MCScores,
     TruthfulQuestion,
+    answer_rows,
     build_prompt,
     judge_prompt,
     load_questions,
@@ -126,3 +130,16 @@ def test_prompts_and_trimming() -> None:
     assert judge_prompt(question, " Because. ", "truth") == "Q: Why?\nA: Because.\nTrue:"
     assert judge_prompt(question, "Because.", "info") == "Q: Why?\nA: Because.\nHelpful:"
     assert trim_answer("\nA: It is.\n\nMore.\n\nQ: next") == "It is. More."
+
+
+def test_answers_follow_the_cue_plain_and_after_a_chat_template() -> None:
+    question = TruthfulQuestion("Sky?", 1, [("Blue.", 1), ("Red.", 0)], [("Blue.", 1), ("Red.", 0)])
+    byt5 = ByT5Tokenizer()
+    plain = answer_rows(PromptEncoder(byt5, "causal"), question, chat=False)
+    assert [byt5.decode(prompt) for prompt, _ in plain] == [build_prompt(question) + "\nA:"] * 2
+    assert [byt5.decode(reply) for _, reply in plain] == [" Blue.", " Red."]
+    byt5.chat_template = TULU_JINJA
+    chat = answer_rows(PromptEncoder(byt5, "causal", chat_template_for(byt5)), question, chat=True)
+    expected = "<|user|>\n" + build_prompt(question) + "\n<|assistant|>\nA:"
+    assert [byt5.decode(prompt) for prompt, _ in chat] == [expected] * 2
+    assert [byt5.decode(reply) for _, reply in chat] == [" Blue.", " Red."]
