@@ -109,3 +109,17 @@ def test_metrics_by_hand() -> None:
     }
     assert metrics["strict"]["per_category"]["punctuation"] == {"num_instructions": 3, "accuracy": 100.0}
     assert metrics["loose"]["per_category"]["detectable_format"] == {"num_instructions": 1, "accuracy": 0.0}
+
+
+def test_loader_reads_the_hugging_face_parquet_copy(tmp_path: Path) -> None:
+    """Parquet stores one struct type for every kwargs dict: each holds every name, unused ones null."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(RECORDS), path)
+    prompts = load_prompts(path)
+    assert [p.kwargs for p in prompts] == [
+        [{}, {"end_phrase": "Bye."}],
+        [{"num_words": 3, "relation": "at least"}],
+    ]

@@ -143,3 +143,19 @@ def test_answers_follow_the_cue_plain_and_after_a_chat_template() -> None:
     expected = "<|user|>\n" + build_prompt(question) + "\n<|assistant|>\nA:"
     assert [byt5.decode(prompt) for prompt, _ in chat] == [expected] * 2
     assert [byt5.decode(reply) for _, reply in chat] == [" Blue.", " Red."]
+
+
+def test_the_hugging_face_parquet_copy(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    record = MC_TASK[0]
+    targets = {
+        n: {"choices": list(record[n]), "labels": list(record[n].values())}
+        for n in ("mc1_targets", "mc2_targets")
+    }
+    path = tmp_path / "validation.parquet"
+    pq.write_table(pa.Table.from_pylist([{"question": record["question"], **targets}]), path)
+    [question] = load_questions(path)
+    assert question.mc1 == list(record["mc1_targets"].items())
+    assert question.mc2 == list(record["mc2_targets"].items())
