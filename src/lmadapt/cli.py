@@ -286,7 +286,10 @@ EVALS: dict[str, tuple[str, list[Argument], Callable[[dict[str, Any]], str]]] = 
             (("--data",), {"required": True, "help": "input_data.jsonl of the release (or its directory)"}),
             *_OUT,
             (("--model",), {"help": "local model directory (greedy generation)"}),
-            (("--predictions",), {"help": "score a JSONL of {id: str(key), prediction} instead"}),
+            (
+                ("--predictions",),
+                {"help": "JSONL of responses: {id: key, prediction} or the official {prompt, response}"},
+            ),
             *_LM[1:],
             (("--max-new-tokens",), {"type": int, "default": 2048}),
             *_QUESTIONS,

@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 
 from lmadapt.errors import DataError
-from lmadapt.eval.ifeval import IFEvalPrompt, check_prompt, ifeval_metrics, load_prompts, loose_variants
+from lmadapt.eval.ifeval import (
+    IFEvalPrompt,
+    check_prompt,
+    ifeval_metrics,
+    load_prompts,
+    loose_variants,
+    read_responses,
+)
 
 
 def write_input(path: Path, records: list[dict]) -> Path:
@@ -123,3 +130,18 @@ def test_loader_reads_the_hugging_face_parquet_copy(tmp_path: Path) -> None:
         [{}, {"end_phrase": "Bye."}],
         [{"num_words": 3, "relation": "at least"}],
     ]
+
+
+def test_responses_in_either_layout(tmp_path: Path) -> None:
+    prompts = load_prompts(write_input(tmp_path / "input_data.jsonl", RECORDS))
+    ours = write_input(tmp_path / "ours.jsonl", [{"id": "1001", "prediction": "three words here"}])
+    assert read_responses(ours, prompts) == [None, "three words here"]
+    official = [
+        {"prompt": RECORDS[1]["prompt"], "response": "b"},
+        {"prompt": RECORDS[0]["prompt"], "response": "a"},
+    ]
+    assert read_responses(write_input(tmp_path / "official.jsonl", official), prompts) == ["a", "b"]
+    stray = write_input(tmp_path / "stray.jsonl", [*official, {"prompt": "Another prompt", "response": "c"}])
+    with pytest.raises(DataError) as raised:
+        read_responses(stray, prompts)
+    assert (raised.value.line, raised.value.field) == (3, "prompt")

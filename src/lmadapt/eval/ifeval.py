@@ -7,7 +7,8 @@ dict per instruction. As the official code does, kwargs whose value is empty (No
 instruction's checker (`eval.ifeval_checks`), or loading fails naming the line and field.
 
 Generation (open-instruct's IFEval setup): the prompt as one user turn of the chat template, greedy, at
-most 2048 new tokens. Or responses from a predictions file of {"id": str(key), "prediction"}.
+most 2048 new tokens. Or responses from a file: a predictions file of {"id": str(key), "prediction"}, or
+the official scorer's input_response_data.jsonl of {"prompt", "response"}.
 
 Scoring: strict, the response as is (an empty response follows nothing); loose, an instruction counts as
 followed when any of eight variants of the response follows it: the response, without its first line,
@@ -26,6 +27,7 @@ from typing import Any
 from lmadapt.data.formats import read_records
 from lmadapt.errors import DataError
 from lmadapt.eval.ifeval_checks import INSTRUCTIONS, follows, kwargs_problem
+from lmadapt.eval.report import read_predictions
 
 OPEN_INSTRUCT_MAX_NEW_TOKENS = 2048
 INPUT_FILE = "input_data.jsonl"
@@ -83,6 +85,27 @@ def load_prompts(path: str | Path) -> list[IFEvalPrompt]:
     if not prompts:
         raise DataError(path, None, None, "no prompts in the file")
     return prompts
+
+
+def read_responses(path: str | Path, prompts: Sequence[IFEvalPrompt]) -> list[str | None]:
+    """Each prompt's response (None: the file has none) from a predictions file of {"id", "prediction"}
+    (`eval.report.read_predictions`) or from the official scorer's input_response_data.jsonl of
+    {"prompt", "response"}, matched by prompt text; the first record says which."""
+    first = next(read_records(path), (0, {}))[1]
+    if not ("prompt" in first and "response" in first):
+        return read_predictions(path, [p.id for p in prompts])
+    index = {prompt.prompt: i for i, prompt in enumerate(prompts)}
+    responses: list[str | None] = [None] * len(prompts)
+    for line, record in read_records(path):
+        text, response = record.get("prompt"), record.get("response")
+        if not isinstance(response, str):
+            raise DataError(path, line, "response", "expected a string")
+        if text not in index:
+            raise DataError(path, line, "prompt", "not the prompt of any loaded IFEval prompt")
+        if responses[index[text]] is not None:
+            raise DataError(path, line, "prompt", "a second response to this prompt")
+        responses[index[text]] = response
+    return responses
 
 
 def loose_variants(response: str) -> list[str]:

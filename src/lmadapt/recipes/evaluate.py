@@ -467,8 +467,8 @@ def run_ifeval(
 ) -> dict[str, Any]:
     """IFEval from the release's input_data.jsonl (`data`: the file or its directory), each prompt
     answered by greedy generation with `model` (one user turn) or read from `predictions` ({"id": key,
-    "prediction"}), and checked strict and loose (`eval.ifeval`); returns metrics.json. `max_questions`
-    keeps the first N prompts (None or 0: all)."""
+    "prediction"}, or the official {"prompt", "response"}), and checked strict and loose (`eval.ifeval`);
+    returns metrics.json. `max_questions` keeps the first N prompts (None or 0: all)."""
     if (model is None) == (predictions is None):
         raise ConfigError("say where responses come from: --model PATH or --predictions FILE (one of them)")
     prompts = ifeval.load_prompts(data)[: max_questions or None]
@@ -489,7 +489,7 @@ def run_ifeval(
             "max_new_tokens": max_new_tokens,
         }
     else:
-        texts = PredictionsFile(str(predictions)).texts([p.id for p in prompts])
+        texts = ifeval.read_responses(predictions, prompts)
         run = {"predictions": str(predictions)}
     responses = [text or "" for text in texts]
     checked = [
