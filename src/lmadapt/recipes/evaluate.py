@@ -556,7 +556,7 @@ def run_truthfulqa(
         prompt_ids = [source.encoder.encode(truthfulqa.build_prompt(q)) for q in questions]
         texts = source.generate(prompt_ids, "truthfulqa", stop=None if chat else [truthfulqa.PLAIN_STOP])
         answers = [truthfulqa.trim_answer(text) for text in texts]
-        del source  # the judges load one at a time
+        del source  # outside a suite (which shares models), freed before the judges load
         for name, path in judges.items():
             judge = _model_source(path, chat_template="off", batch_size=batch_size)
             rows = [
