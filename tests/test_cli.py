@@ -116,3 +116,10 @@ def test_data_render_shows_both_sides_of_preference_pairs(tmp_path, capsys):
     row = json.loads(capsys.readouterr().out)
     assert [t for t in row["chosen"]["labels"] if t != -100] == [ord("y") + 3, ord("o") + 3, 1]
     assert len(row["rejected"]["input_ids"]) == len(row["rejected"]["labels"])
+
+
+def test_every_eval_command_has_its_function_and_back():
+    from lmadapt.cli import EVALS
+    from lmadapt.recipes.evaluate import RUNNERS
+
+    assert set(EVALS) == set(RUNNERS)

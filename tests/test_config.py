@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmadapt.config import SFTConfig, load_config, save_config
+from lmadapt.config import SFTConfig, from_dict, load_config, save_config
 from lmadapt.errors import ConfigError
 
 
@@ -56,3 +56,15 @@ def test_saved_config_loads_back_identically(tmp_path):
     )
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(SFTConfig, tmp_path / "config.yaml") == cfg
+
+
+def test_mappings_are_checked_key_by_key():
+    from lmadapt.eval.suite import SuiteConfig
+
+    raw = {"models": {"a": "/m/a", "b": 7}, "evals": [{"eval": "mmlu", "args": {"k": 0}}]}
+    cfg = from_dict(SuiteConfig, raw)
+    assert cfg.models == {"a": "/m/a", "b": "7"} and cfg.evals[0].args == {"k": 0}
+    with pytest.raises(ConfigError, match="'models' must be a mapping"):
+        from_dict(SuiteConfig, {"models": ["a"]})
+    with pytest.raises(ConfigError, match=r"'models\.a' must be str"):
+        from_dict(SuiteConfig, {"models": {"a": ["x"]}})

@@ -9,6 +9,9 @@ import pytest
 
 from lmadapt import config as config_module
 from lmadapt.cli import RECIPES as COMMANDS
+from lmadapt.eval.suite import SuiteConfig
+from lmadapt.recipes.eval_suite import check_suite
+from lmadapt.recipes.evaluate import RUNNERS
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -21,6 +24,10 @@ def test_recipe_first_line_is_its_command_and_it_loads(path):
     command = argv[1]
     assert f"configs/{path.name}" in argv
     overrides = [a for a in argv[2:] if "=" in a]
+    if command == "eval":
+        assert argv[2] == "suite"
+        check_suite(config_module.load_config(SuiteConfig, path, overrides), RUNNERS)
+        return
     cls = getattr(config_module, COMMANDS[command][0])
     config_module.load_config(cls, path, overrides)
 

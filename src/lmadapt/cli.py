@@ -161,10 +161,9 @@ def _rewards_line(metrics: dict[str, Any]) -> str:
     return f"pairwise accuracy {metrics['accuracy']:.4f} on {metrics['pairs']} pairs"
 
 
-# eval command -> (function in lmadapt.recipes.evaluate, help, arguments, result line)
-EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]]] = {
+# eval command -> (help, arguments, result line); its function is lmadapt.recipes.evaluate.RUNNERS[command]
+EVALS: dict[str, tuple[str, list[Argument], Callable[[dict[str, Any]], str]]] = {
     "superni": (
-        "run_superni",
         "Super-NaturalInstructions protocol and official metrics",
         [
             (("--data",), {"required": True, "help": "local natural-instructions clone (or same layout)"}),
@@ -196,7 +195,6 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         _superni_line,
     ),
     "mc": (
-        "run_multiple_choice",
         "multiple choice by log-likelihood (MMLU-style JSONL)",
         [
             (("--data",), {"required": True, "help": "JSONL of {question, choices, answer, subject?}"}),
@@ -210,21 +208,28 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         _mc_line,
     ),
     "gsm8k": (
-        "run_gsm8k",
-        "generation with final-answer extraction (GSM8K-style JSONL)",
+        "GSM8K chain of thought as Tulu 2 prompted and scored it (GSM8K-style JSONL)",
         [
             (("--data",), {"required": True, "help": "JSONL of {question, answer}; gold answer after ####"}),
             *_OUT,
             *_LM,
-            (("--fewshot",), {"help": "JSONL of worked examples shown before each question"}),
+            (
+                ("--fewshot",),
+                {"help": "JSONL of worked examples shown before each question (cot_answer: used as is)"},
+            ),
             (("--k",), {"type": int, "default": 8, "help": "number of few-shot examples"}),
-            (("--max-new-tokens",), {"type": int, "default": 256}),
-            *_QUESTIONS,
+            (("--max-new-tokens",), {"type": int, "default": 512}),
+            (
+                ("--max-questions",),
+                {"type": int, "default": 200, "help": "seeded sample, as Tulu drew it (Tulu: 200; 0 = all)"},
+            ),
         ],
-        lambda metrics: f"accuracy {metrics['overall']['accuracy']:.2f}",
+        lambda metrics: (
+            f"accuracy {metrics['overall']['accuracy']:.2f} "
+            f"(by numeric value {metrics['overall']['accuracy_numeric']:.2f})"
+        ),
     ),
     "mmlu": (
-        "run_mmlu",
         "MMLU as Tulu 2 scored it (official CSV layout; next-token letter)",
         [
             (("--data",), {"required": True, "help": "MMLU data/ directory (test/ and dev/ CSV files)"}),
@@ -242,7 +247,6 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         ),
     ),
     "bbh": (
-        "run_bbh",
         "BIG-Bench Hard 3-shot chain of thought as Tulu 2 scored it (official layout)",
         [
             (
@@ -260,7 +264,6 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
         lambda metrics: f"exact match {metrics['overall']['exact_match']:.2f} (mean over tasks)",
     ),
     "tydiqa": (
-        "run_tydiqa",
         "TyDi QA GoldP 1-shot as Tulu 2 scored it (official SQuAD-layout files; SQuAD F1/EM per language)",
         [
             (("--data",), {"required": True, "help": "directory with tydiqa-goldp-v1.1-{dev,train}.json"}),
@@ -279,8 +282,42 @@ EVALS: dict[str, tuple[str, str, list[Argument], Callable[[dict[str, Any]], str]
             "(mean over languages)"
         ),
     ),
+    "ifeval": (
+        "IFEval verifiable instructions: strict and loose, prompt and instruction level",
+        [
+            (("--data",), {"required": True, "help": "input_data.jsonl of the release (or its directory)"}),
+            *_OUT,
+            (("--model",), {"help": "local model directory (greedy generation)"}),
+            (
+                ("--predictions",),
+                {"help": "JSONL of responses: {id: key, prediction} or the official {prompt, response}"},
+            ),
+            *_LM[1:],
+            (("--max-new-tokens",), {"type": int, "default": 2048}),
+            *_QUESTIONS,
+        ],
+        lambda metrics: (
+            f"prompt-level strict {metrics['overall']['prompt_level_strict']:.2f}, "
+            f"loose {metrics['overall']['prompt_level_loose']:.2f}"
+        ),
+    ),
+    "truthfulqa": (
+        "TruthfulQA MC1/MC2 and judged % true and informative, as Tulu 2 ran it",
+        [
+            (("--data",), {"required": True, "help": "mc_task.json (or HF JSONL/Parquet) or TruthfulQA.csv"}),
+            *_OUT,
+            *_LM,
+            (("--truth-judge",), {"help": "local truth judge model: generate answers and judge them"}),
+            (("--info-judge",), {"help": "local informativeness judge model"}),
+            (("--no-mc",), {"action": "store_true", "help": "skip MC1/MC2 (only judged generation)"}),
+            (("--max-new-tokens",), {"type": int, "default": 50}),
+            *_QUESTIONS,
+        ],
+        lambda metrics: ", ".join(
+            f"{k} {v:.2f}" for k, v in metrics["overall"].items() if k != "num_questions"
+        ),
+    ),
     "rewards": (
-        "run_rewards",
         "pairwise accuracy of a reward model on held-out preference pairs",
         [
             (("--model",), {"required": True, "help": "reward model directory (from `lmadapt reward`)"}),
@@ -304,12 +341,30 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from lmadapt.eval.report import coverage_warning
     from lmadapt.recipes import evaluate
 
-    function, _, arguments, line = EVALS[args.eval_command]
-    metrics = getattr(evaluate, function)(
+    _, arguments, line = EVALS[args.eval_command]
+    metrics = evaluate.RUNNERS[args.eval_command](
         **{_dest(flags): getattr(args, _dest(flags)) for flags, _ in arguments}
     )
     warning = coverage_warning(metrics.get("coverage"))
     print(f"{line(metrics)}{f'; WARNING: {warning}' if warning else ''}; report: {args.out}/report.md")
+
+
+def cmd_eval_suite(args: argparse.Namespace) -> None:
+    """`lmadapt eval suite CONFIG [overrides]`: the suite's evaluations on each of its models."""
+    from lmadapt.config import load_config
+    from lmadapt.eval.suite import SuiteConfig
+
+    cfg = load_config(SuiteConfig, args.config, args.overrides)
+    from lmadapt.recipes import evaluate
+    from lmadapt.recipes.eval_suite import run_suite
+
+    metrics = run_suite(cfg, evaluate.RUNNERS, args.overwrite)
+    failed = [
+        f"{label} on {model}" for label, entry in metrics["evaluations"].items() for model in entry["errors"]
+    ]
+    print(f"suite report: {cfg.out}/report.md")
+    if failed:
+        raise LmadaptError(f"{len(failed)} evaluation(s) failed ({', '.join(failed)}); see the report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,11 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model or predictions")
     eval_sub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
-    for name, (_, help_text, arguments, _) in EVALS.items():
+    for name, (help_text, arguments, _) in EVALS.items():
         e = eval_sub.add_parser(name, help=help_text)
         for flags, options in arguments:
             e.add_argument(*flags, **options)
         e.set_defaults(func=cmd_eval)
+    e = eval_sub.add_parser("suite", help="several evaluations on one or more models, side by side (YAML)")
+    e.add_argument("config", help="YAML suite: out, models (label: directory), evals (eval, name?, args)")
+    e.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. models.mine=runs/sft")
+    e.add_argument("--overwrite", action="store_true", help="rerun evaluations that already have results")
+    e.set_defaults(func=cmd_eval_suite)
 
     p = sub.add_parser("data", help="inspect data as the model will see it")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)

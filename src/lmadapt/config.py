@@ -115,6 +115,9 @@ class TrainConfig:
     stop_grace_s: float = 120.0
     keep_last: int = 2
     eval_every: int = 0  # steps; 0 = only at the end (when there is eval data)
+    # A suite YAML (`lmadapt eval suite`; its models/out are replaced by the model in training) run at
+    # every evaluation (SFT, DPO): results in output_dir/eval_suite/step-N/, headlines logged as suite/NAME.
+    eval_suite: str = ""
     log_every: int = 10
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     num_threads: int = 0  # torch intra-op threads on CPU; 0 = one per core
@@ -225,6 +228,8 @@ def _suggestion(key: str, valid: set[str], where: str) -> str:
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
+    if tp is Any:  # free-form settings checked by their consumer (an evaluation's own arguments)
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -249,6 +254,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"'{where}' must be a list, got {value!r}")
         return [_coerce(args[0], v, f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{where}' must be a mapping, got {value!r}")
+        return {
+            _coerce(args[0], k, f"{where} key {k!r}"): _coerce(args[1], v, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if origin is tuple:
         if not isinstance(value, list | tuple) or len(value) != len(args):
             raise ConfigError(f"'{where}' must be a list of {len(args)} values, got {value!r}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lmadapt.config import SourceConfig
-from lmadapt.data.mixture import build_mixture, parse_amount, read_conversations
+from lmadapt.data.mixture import build_mixture, read_conversations
 from lmadapt.errors import ConfigError
 
 
@@ -86,17 +86,6 @@ def test_sources_are_shuffled_together(sources):
     ]
     assert sorted(order) == ["a"] * 10 + ["b"] * 4 + ["c"] * 5
     assert order != sorted(order, key="abc".index)  # not simply concatenated
-
-
-def test_parse_amount():
-    assert parse_amount(5) == {"count": 5}
-    assert parse_amount("5") == {"count": 5}
-    assert parse_amount(0.5) == {"fraction": 0.5}
-    assert parse_amount("3.0") == {"fraction": 3.0}
-    assert parse_amount(3.0) == {"fraction": 3.0}
-    for bad in ("lots", True, "1e3"):
-        with pytest.raises(ConfigError):
-            parse_amount(bad)
 
 
 def test_invalid_sources_are_config_errors():

@@ -171,3 +171,14 @@ def test_reply_start_follows_the_assistant_header() -> None:
     assert byt5.decode(encoder.encode_with_reply_start("Q?", "A:")) == "[Q?]> A:"
     with pytest.raises(ConfigError, match="decoder-only"):
         PromptEncoder(byt5, "seq2seq", chat_template_for(byt5)).encode_with_reply_start("Q?", "A:")
+
+
+def test_reply_after_a_reply_start_is_what_the_start_does_not_cover() -> None:
+    byt5 = ByT5Tokenizer()
+    with pytest.raises(ConfigError, match="chat template"):
+        PromptEncoder(byt5, "causal").encode_after_reply_start("Q?", "A:", "yes")
+    byt5.chat_template = TULU_JINJA
+    encoder = PromptEncoder(byt5, "causal", chat_template_for(byt5))
+    prompt, reply = encoder.encode_after_reply_start("Q?", "A:", "yes")
+    assert prompt == encoder.encode_with_reply_start("Q?", "A:")
+    assert byt5.decode(reply) == " yes"

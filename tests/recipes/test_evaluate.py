@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from support import byte_llama, save_with_byte_tokenizer
 from transformers import AutoModelForCausalLM
 
 from lmadapt.cli import main
@@ -18,6 +20,7 @@ from lmadapt.errors import ConfigError, DataError, LmadaptError
 from lmadapt.eval.generate import generate
 from lmadapt.eval.report import CHART_NAME, SUBJECT_CHART_NAME
 from lmadapt.eval.results import RESULT_FILES
+from lmadapt.eval.truthfulqa import QA_PRIMER, trim_answer
 from lmadapt.models.load import load_tokenizer
 from lmadapt.models.tiny import tiny_llama, word_level_tokenizer
 from lmadapt.recipes import evaluate
@@ -349,36 +352,67 @@ def test_multiple_choice_argument_and_data_errors(tmp_path: Path, tiny_llama_dir
     assert not (tmp_path / "o").exists()
 
 
-def test_gsm8k_run_grades_the_last_number(tmp_path: Path, tiny_llama_dir: Path, monkeypatch) -> None:
+def test_gsm8k_run_prompts_and_grades_as_tulu(tmp_path: Path, tiny_llama_dir: Path, monkeypatch) -> None:
     data = write_jsonl(
         tmp_path / "gsm.jsonl",
         [
             {"question": "2+2?", "answer": "2+2=<<2+2=4>>4\n#### 4"},
             {"question": "Cost?", "answer": "#### 1,200"},
             {"question": "Nothing?", "answer": "#### 0"},
+            {"question": "Half?", "answer": "#### 3"},
         ],
     )
     shots = write_jsonl(
         tmp_path / "shots.jsonl",
         [{"question": "1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"}, {"question": "x", "answer": "#### 9"}],
     )
-    fake = FakeGenerate([" 2+2 is 4. The answer is 4.", " It costs $1,200.", " I do not know."])
+    outputs = [" 2+2 is 4. The answer is 4.", " It costs $1,200.", " I do not know.", " It is 3.0"]
+    fake = FakeGenerate(outputs)
     monkeypatch.setattr("lmadapt.eval.generate.generate", fake)
     out = tmp_path / "gsm"
     metrics = run_gsm8k(data, out, model=str(tiny_llama_dir), fewshot=shots, k=1, max_new_tokens=32)
-    prompt = "Question: 1+1?\nAnswer: 1+1=2\nThe answer is 2.\n\nQuestion: 2+2?\nAnswer:"
+    prompt = (
+        "Answer the following questions.\n\nQuestion: 1+1?\nAnswer: 1+1=2 The answer is 2.\n\n"
+        "Question: 2+2?\nAnswer:"
+    )
     assert fake.prompts[0] == [b + 3 for b in prompt.encode()]
-    assert fake.kwargs["stop"] == ["Question:", "\n\n"] and fake.kwargs["max_new_tokens"] == 32
-    assert metrics["overall"] == {"num_questions": 3, "accuracy": 66.6667, "no_number": 1}
+    assert fake.kwargs["stop"] == ["\n"] and fake.kwargs["max_new_tokens"] == 32
+    assert metrics["overall"] == {
+        "num_questions": 4,
+        "accuracy": 50.0,  # "3.0" is not "3" to Tulu's exact match
+        "accuracy_numeric": 75.0,
+        "no_number": 1,
+    }
     assert metrics["run"]["k"] == 1
     rows = read_jsonl(out / "predictions.jsonl")
-    assert [(r["extracted"], r["gold"], r["correct"]) for r in rows] == [
-        ("4", "4", True),
-        ("1200", "1200", True),
-        (None, "0", False),
+    assert [(r["extracted"], r["gold"], r["correct"], r["correct_numeric"]) for r in rows] == [
+        ("4", "4", True, True),
+        ("1200", "1200", True, True),
+        (" I do not know.", "0", False, False),  # no number: the output itself, as Tulu does
+        ("3.0", "3", False, True),
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
-    assert "| 3 | 66.67 | 1 |" in (out / "report.md").read_text(encoding="utf-8")
+    assert "| 4 | 50.00 | 75.00 | 1 |" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_gsm8k_chat_prompt_is_the_question_and_the_reply_starts_with_answer(
+    tmp_path: Path, monkeypatch
+) -> None:
+    model_dir = tmp_path / "chat-model"
+    tokenizer = word_level_tokenizer(["Answer the following question. Question: 2+2? Answer: 4"])
+    tokenizer.chat_template = TULU_JINJA
+    model = tiny_llama(len(tokenizer), hidden_size=32, num_layers=2, num_heads=4, tokenizer=tokenizer)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data = write_jsonl(tmp_path / "gsm.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
+    fake = FakeGenerate(["4"])
+    monkeypatch.setattr("lmadapt.eval.generate.generate", fake)
+    run_gsm8k(data, tmp_path / "gsm", model=str(model_dir))
+    text = "Answer the following question.\n\nQuestion: 2+2?"
+    expected = encode_prompt([{"role": "user", "content": text}], get_template("tulu", tokenizer), tokenizer)
+    answer = tokenizer("Answer:", add_special_tokens=False)["input_ids"]
+    assert fake.prompts[0] == expected + answer  # the Tulu prompt ends in a newline: no space before
+    assert fake.kwargs["stop"] is None
 
 
 def test_gsm8k_run_with_a_real_model(tmp_path: Path, tiny_llama_dir: Path) -> None:
@@ -390,9 +424,9 @@ def test_gsm8k_run_with_a_real_model(tmp_path: Path, tiny_llama_dir: Path) -> No
     expected = generate(
         model,
         load_tokenizer(str(tiny_llama_dir)),
-        ["Question: 2+2?\nAnswer:"],
+        ["Answer the following question.\n\nQuestion: 2+2?\nAnswer:"],
         max_new_tokens=4,
-        stop=["Question:", "\n\n"],
+        stop=["\n"],
     )
     assert row["prediction"] == expected[0]
 
@@ -415,6 +449,8 @@ def test_every_evaluation_refuses_existing_results_before_loading_anything(
         lambda: run_mmlu(write_mmlu(tmp_path / "mmlu"), out, model=missing),
         lambda: run_bbh(write_bbh(tmp_path / "bbh"), out, model=missing),
         lambda: run_tydiqa(write_tydiqa(tmp_path / "tydiqa"), out, model=missing),
+        lambda: evaluate.run_ifeval(write_ifeval(tmp_path / "ifeval"), out, model=missing),
+        lambda: evaluate.run_truthfulqa(write_jsonl(tmp_path / "tqa.jsonl", TRUTHFULQA), out, model=missing),
     ]
     for run in runs:
         with pytest.raises(LmadaptError, match="already holds results"):
@@ -737,3 +773,140 @@ def test_cli_runs_tydiqa_with_a_real_model(tmp_path: Path, tiny_llama_dir: Path,
     assert row["prediction"] == expected[0].strip()
     assert main(args) == 2
     assert "already holds results" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# IFEval and TruthfulQA
+
+IFEVAL_INPUT = [
+    {
+        "key": 1,
+        "prompt": "Say hi without commas, in quotes.",
+        "instruction_id_list": ["punctuation:no_comma", "startend:quotation"],
+        "kwargs": [{}, {}],
+    },
+    {
+        "key": 2,
+        "prompt": "Use at least 2 words.",
+        "instruction_id_list": ["length_constraints:number_words"],
+        "kwargs": [{"num_words": 2, "relation": "at least"}],
+    },
+]
+
+
+TRUTHFULQA = [
+    {
+        "question": "Sky?",
+        "mc1_targets": {"Blue.": 1, "Red.": 0},
+        "mc2_targets": {"Blue.": 1, "It is blue.": 1, "Red.": 0},
+    }
+]
+
+
+def write_ifeval(root: Path) -> Path:
+    root.mkdir(parents=True)
+    path = root / "input_data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in IFEVAL_INPUT), encoding="utf-8")
+    return path
+
+
+def test_ifeval_run_scores_a_predictions_file(tmp_path: Path, capsys) -> None:
+    data = write_ifeval(tmp_path / "ifeval")
+    predictions = tmp_path / "responses.jsonl"
+    predictions.write_text(json.dumps({"id": "1", "prediction": 'Sure\n"Hi there"'}) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "eval",
+                "ifeval",
+                "--data",
+                str(data.parent),
+                "--out",
+                str(out),
+                "--predictions",
+                str(predictions),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert printed.startswith("prompt-level strict 0.00, loose 50.00; WARNING: coverage 50.0%")
+    rows = read_jsonl(out / "predictions.jsonl")
+    # prompt 1: no comma (strict and loose), quotation only once "Sure" is dropped; prompt 2: no response
+    assert [(r["id"], r["strict"], r["loose"]) for r in rows] == [
+        ("1", [True, False], [True, True]),
+        ("2", [False], [False]),
+    ]
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["overall"]["instruction_level_strict"] == round(100 / 3, 4)
+    assert metrics["overall"]["instruction_level_loose"] == round(200 / 3, 4)
+    assert metrics["coverage"] == {"total": 2, "predicted": 1, "missing": 1, "empty": 0}
+    assert metrics["run"]["predictions"] == str(predictions)
+    assert "| startend:quotation | 1 | 0.00 | 100.00 |" in (out / "report.md").read_text(encoding="utf-8")
+    # The run's own predictions.jsonl is a predictions file: scoring it again gives the same numbers.
+    again = evaluate.run_ifeval(data, tmp_path / "again", predictions=out / "predictions.jsonl")
+    assert again["overall"] == metrics["overall"]
+    with pytest.raises(ConfigError, match="one of them"):
+        evaluate.run_ifeval(data, tmp_path / "x")
+
+
+def test_ifeval_cli_with_a_tiny_model(tmp_path: Path, tiny_llama_dir: Path, capsys) -> None:
+    data = write_ifeval(tmp_path / "ifeval")
+    out = tmp_path / "out"
+    args = ["eval", "ifeval", "--data", str(data), "--out", str(out), "--model", str(tiny_llama_dir)]
+    assert main([*args, "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("prompt-level strict ")
+    rows = read_jsonl(out / "predictions.jsonl")
+    expected = generate(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        load_tokenizer(str(tiny_llama_dir)),
+        [IFEVAL_INPUT[1]["prompt"]],
+        max_new_tokens=4,
+    )
+    assert rows[1]["prediction"] == expected[0]
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["run"]["max_new_tokens"] == 4 and metrics["run"]["chat_template"] is False
+
+
+def reply_log_prob(model_dir: Path, prompt: str, reply: str) -> float:
+    """log p(reply | prompt) by hand for a ByT5-vocabulary model (ids are bytes + 3)."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    context, answer = [b + 3 for b in prompt.encode()], [b + 3 for b in reply.encode()]
+    with torch.no_grad():
+        log_probs = model(torch.tensor([context + answer])).logits[0].double().log_softmax(-1)
+    return sum(float(log_probs[len(context) - 1 + j, t]) for j, t in enumerate(answer))
+
+
+def test_truthfulqa_mc_and_judged_answers_with_tiny_models(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    data = tmp_path / "mc_task.json"
+    data.write_text(json.dumps(TRUTHFULQA), encoding="utf-8")
+    judge = save_with_byte_tokenizer(byte_llama(seed=1), tmp_path / "judge")
+    out = tmp_path / "out"
+    metrics = evaluate.run_truthfulqa(
+        data, out, model=str(tiny_llama_dir), truth_judge=str(judge), info_judge=str(judge), max_new_tokens=5
+    )
+    [row] = read_jsonl(out / "predictions.jsonl")
+    prompt = QA_PRIMER + "\n\nQ: Sky?\nA:"
+    by_hand = {answer: reply_log_prob(tiny_llama_dir, prompt, " " + answer) for answer in row["log_probs"]}
+    assert row["log_probs"] == pytest.approx(by_hand, abs=1e-4)
+    mass = {a: math.exp(x) for a, x in by_hand.items()}
+    mc2 = (mass["Blue."] + mass["It is blue."]) / sum(mass.values())
+    assert metrics["overall"]["mc2"] == pytest.approx(100 * mc2, abs=1e-3)
+    assert metrics["overall"]["mc1"] == (100.0 if by_hand["Blue."] > by_hand["Red."] else 0.0)
+
+    answer = generate(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        load_tokenizer(str(tiny_llama_dir)),
+        [QA_PRIMER + "\n\nQ: Sky?"],
+        max_new_tokens=5,
+        stop=["\n\n"],
+    )[0]
+    assert row["answer"] == trim_answer(answer)
+    truth = math.exp(reply_log_prob(judge, f"Q: Sky?\nA: {row['answer']}\nTrue:", " yes"))
+    assert row["truth_prob"] == pytest.approx(truth, abs=1e-5)
+    assert metrics["overall"]["truth_percent"] == (100.0 if truth >= 0.5 else 0.0)
+    assert "truth_and_info_percent" in metrics["overall"] and metrics["run"]["truth_judge"] == str(judge)
+    assert "| questions | MC1 | MC2 | % true |" in (out / "report.md").read_text(encoding="utf-8")
+    with pytest.raises(ConfigError, match="nothing to do"):
+        evaluate.run_truthfulqa(data, tmp_path / "x", model=str(tiny_llama_dir), no_mc=True)

@@ -15,31 +15,10 @@ from typing import TypeVar
 
 from lmadapt.config import SourceConfig
 from lmadapt.data.formats import Conversation, load_conversations
-from lmadapt.errors import ConfigError
 
 logger = logging.getLogger("lmadapt")
 
 R = TypeVar("R")
-
-
-def parse_amount(value: int | float | str) -> dict[str, int | float]:
-    """open-instruct style amount -> SourceConfig keyword: {"count": n} or {"fraction": f}.
-
-    An int or a digit string is a count; a float or a string containing "." is a fraction.
-    """
-    if isinstance(value, bool):
-        raise ConfigError(f"mixture amount must be a number, got {value!r}")
-    if isinstance(value, int):
-        return {"count": value}
-    if isinstance(value, float):
-        return {"fraction": value}
-    text = str(value).strip()
-    try:
-        return {"fraction": float(text)} if "." in text else {"count": int(text)}
-    except ValueError:
-        raise ConfigError(
-            f"mixture amount {value!r} is neither a count (int) nor a fraction (with '.')"
-        ) from None
 
 
 def sample_indices(size: int, amount: int, rng: random.Random) -> list[int]:

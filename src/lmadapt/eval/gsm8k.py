@@ -1,17 +1,27 @@
-"""Math word problems by generation with final-answer extraction (GSM8K and the like, from local files).
+"""Math word problems by generation with final-answer extraction (GSM8K and the like, from local files), as
+Tulu 2 evaluated GSM8K (open-instruct's `eval/gsm`): 8-shot chain of thought on a seeded sample of 200.
 
 Records: {"question": str, "answer": str or number}. A GSM8K answer is a worked solution ending in
 "#### <number>"; the gold answer is the number after the last "####" (an answer that is just a number
-is its own gold). The model's final answer is the last number in what it generates. Both sides are
-normalised (thousands commas, "$" and a trailing period dropped; "72.0" equals "72") before comparing.
+is its own gold). A few-shot record may carry its chain of thought as "cot_answer" (the field of Tulu's
+exemplars, the 8 of Wei et al. 2022); otherwise a worked solution becomes one: its lines joined, calculator
+annotations ("<<48/2=24>>") removed and "The answer is 72." at the end, on one line as Tulu's are.
 
-Few-shot examples are worked solutions with calculator annotations ("<<48/2=24>>") removed and the
-"#### 72" line written as "The answer is 72.", the chain-of-thought form models imitate.
+Prompt (Tulu): "Answer the following questions.\n\n", the shots as "Question: ...\nAnswer: ..." blocks
+separated by blank lines, then "Question: <q>\nAnswer:" ("Answer the following question." without shots).
+Through a chat template the question is the user turn and the reply starts with "Answer:". Plain prompts
+stop at the first newline (Tulu's stop token), chat replies at EOS.
+
+Scoring (Tulu): digit-grouping commas dropped, the last number of the output (`TULU_NUMBER`) or the whole
+output when it holds none, compared with the gold ignoring case and punctuation (`tulu_match`: so
+"72.0" is not "72"). `accuracy_numeric` beside it compares numbers by value ("$1,200.00" = "1200").
 """
 
 from __future__ import annotations
 
+import random
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -27,6 +37,13 @@ from lmadapt.errors import DataError
 NUMBER = re.compile(r"(?:(?<!\w)-)?\$?\d(?:[\d,]*\d)?(?:\.\d+)?")
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 ANSWER_MARK = "####"
+TULU_NUMBER = re.compile(r"[-+]?\d*\.\d+|\d+")
+_DIGIT_COMMA = re.compile(r"(\d),(\d)")
+TULU_SHOTS = 8
+TULU_MAX_QUESTIONS = 200  # a sample drawn as Tulu drew it: random.seed(42); random.sample(test, 200)
+TULU_SEED = 42
+TULU_MAX_NEW_TOKENS = 512
+CHAT_REPLY_START = "Answer:"
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class Problem:
     solution: str
     gold: str
     line: int
+    cot: str | None = None  # a few-shot example's own chain of thought ("cot_answer")
 
 
 def normalize_number(text: str) -> str | None:
@@ -57,6 +75,24 @@ def extract_answer(text: str) -> str | None:
     """The last number in `text`, normalised; None when there is none."""
     numbers = NUMBER.findall(text)
     return normalize_number(numbers[-1]) if numbers else None
+
+
+def tulu_extract(text: str) -> str:
+    """Tulu's prediction: the last number of `text` after digit commas are dropped, else `text` itself."""
+    numbers = TULU_NUMBER.findall(_DIGIT_COMMA.sub(r"\1\2", text))
+    return numbers[-1] if numbers else text
+
+
+def tulu_gold(solution: str) -> str:
+    """Tulu's reference: the text after "####" (the whole answer without one), digit commas dropped."""
+    final = solution.split(ANSWER_MARK)[1] if ANSWER_MARK in solution else solution
+    return _DIGIT_COMMA.sub(r"\1\2", final.strip())
+
+
+def tulu_match(prediction: str, gold: str) -> bool:
+    """Hugging Face `exact_match` with ignore_case and ignore_punctuation, as Tulu called it."""
+    drop = str.maketrans("", "", string.punctuation)
+    return prediction.lower().translate(drop) == gold.lower().translate(drop)
 
 
 def gold_answer(answer: Any, path: str | Path, line: int) -> str:
@@ -87,39 +123,58 @@ def load_problems(path: str | Path) -> list[Problem]:
             raise DataError(path, line, "answer", "missing field")
         answer = record["answer"]
         gold = gold_answer(answer, path, line)
-        problems.append(Problem(question.strip(), str(answer).strip(), gold, line))
+        cot = record.get("cot_answer")
+        if cot is not None and (not isinstance(cot, str) or not cot.strip()):
+            raise DataError(path, line, "cot_answer", "expected a non-empty string")
+        problems.append(Problem(question.strip(), str(answer).strip(), gold, line, cot and cot.strip()))
     if not problems:
         raise DataError(path, None, None, "no problems in the file")
     return problems
 
 
+def sample_problems(problems: Sequence[Problem], max_questions: int | None) -> list[Problem]:
+    """Tulu's sample: `max_questions` drawn with Python's random seeded 42 (all when None, 0 or enough)."""
+    if not max_questions or len(problems) <= max_questions:
+        return list(problems)
+    return random.Random(TULU_SEED).sample(list(problems), max_questions)
+
+
 def worked_answer(problem: Problem) -> str:
-    """A few-shot example's answer: the reasoning without calculator annotations, then the final answer."""
+    """A few-shot example's answer on one line: its "cot_answer", else the solution's reasoning without
+    calculator annotations followed by "The answer is <gold>."."""
+    if problem.cot is not None:
+        return problem.cot
     reasoning = ""
     if ANSWER_MARK in problem.solution:
-        reasoning = _CALCULATOR.sub("", problem.solution.rsplit(ANSWER_MARK, 1)[0]).strip()
+        lines = _CALCULATOR.sub("", problem.solution.rsplit(ANSWER_MARK, 1)[0]).split("\n")
+        reasoning = " ".join(line.strip() for line in lines if line.strip())
     final = f"The answer is {problem.gold}."
-    return f"{reasoning}\n{final}" if reasoning else final
+    return f"{reasoning} {final}" if reasoning else final
 
 
-def stop_strings(chat_template: bool) -> list[str]:
-    """Where generation stops: a model writing the next "Question:" is past its answer; so is a base model
-    writing a blank line, which no few-shot answer holds (a chat model's reply may use them)."""
-    return ["Question:"] if chat_template else ["Question:", "\n\n"]
+def stop_strings(chat_template: bool) -> list[str] | None:
+    """Tulu's stops: a plain prompt's answer ends at the first newline; a chat reply at EOS."""
+    return None if chat_template else ["\n"]
 
 
-def build_prompt(problem: Problem, shots: Sequence[Problem]) -> str:
-    """Answered shots and the problem as "Question: ...\\nAnswer:" blocks separated by blank lines."""
-    parts = [f"Question: {shot.question}\nAnswer: {worked_answer(shot)}" for shot in shots]
-    parts.append(f"Question: {problem.question}\nAnswer:")
-    return "\n\n".join(parts)
+def build_prompt(problem: Problem, shots: Sequence[Problem], chat_template: bool) -> str:
+    """Tulu's prompt (module docstring); through a chat template it ends at the question, and the reply
+    begins with CHAT_REPLY_START (`PromptEncoder.encode_with_reply_start`)."""
+    header = "Answer the following questions.\n\n" if shots else "Answer the following question.\n\n"
+    demos = "".join(f"Question: {shot.question}\nAnswer: {worked_answer(shot)}\n\n" for shot in shots)
+    question = f"Question: {problem.question}"
+    return header + demos + (question if chat_template else question + "\nAnswer:")
 
 
-def gsm8k_metrics(problems: Sequence[Problem], extracted: Sequence[str | None]) -> dict[str, Any]:
-    """Accuracy (x100, 4 decimals) and how many predictions held no number."""
-    correct = sum(answer == problem.gold for problem, answer in zip(problems, extracted, strict=True))
+def gsm8k_metrics(problems: Sequence[Problem], outputs: Sequence[str]) -> dict[str, Any]:
+    """Tulu's accuracy (`tulu_match` of `tulu_extract`), accuracy by numeric value, and how many outputs
+    held no number; x100, 4 decimals."""
+    pairs = list(zip(problems, outputs, strict=True))
+    tulu = sum(tulu_match(tulu_extract(text), tulu_gold(p.solution)) for p, text in pairs)
+    numeric = sum(extract_answer(text) == p.gold for p, text in pairs)
     return {
         "num_questions": len(problems),
-        "accuracy": round(100 * correct / len(problems), 4),
-        "no_number": sum(answer is None for answer in extracted),
+        "accuracy": round(100 * tulu / len(problems), 4),
+        "accuracy_numeric": round(100 * numeric / len(problems), 4),
+        "no_number": sum(extract_answer(text) is None for _, text in pairs),
     }

@@ -84,6 +84,21 @@ class PromptEncoder:
         start = reply_start if ends_in_space else " " + reply_start
         return ids + self.tokenizer(start, add_special_tokens=False)["input_ids"]
 
+    def encode_after_reply_start(
+        self, text: str, reply_start: str, reply: str, separator: str = " "
+    ) -> tuple[list[int], list[int]]:
+        """(prompt ids, reply ids) for scoring `reply` after a reply begun by `reply_start`
+        (`encode_with_reply_start`, so a template is needed): the reply is what follows the longest start
+        that the encoding of start + `separator` + reply shares with the encoding of the start alone."""
+        if self.template is None:
+            raise ConfigError("a reply start is defined after a chat template only; plain prompts carry it")
+        context = self.encode_with_reply_start(text, reply_start)
+        full = self.encode_with_reply_start(text, reply_start + separator + reply)
+        shared = _common_prefix(context, full)
+        if shared == len(full):
+            raise LmadaptError(f"reply {reply!r} encodes to no tokens")
+        return full[:shared], full[shared:]
+
     def encode_with_reply(self, text: str, reply: str, separator: str = " ") -> tuple[list[int], list[int]]:
         """(prompt ids, reply ids): how the model sees `reply` as its answer to `text`, for scoring it.
 

@@ -427,16 +427,26 @@ def write_gsm8k_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     """report.md of a GSM8K-style evaluation."""
     run, overall = metrics.get("run", {}), metrics["overall"]
     lines = [
-        "# Math word problems (exact match of the final answer)",
+        "# Math word problems (GSM8K, Tulu 2 protocol)",
         "",
         *_run_lines(run),
-        f"- greedy generation, at most {run.get('max_new_tokens', '?')} new tokens; the final answer is "
-        "the last number generated",
+        f"- {run.get('k', '?')}-shot; greedy generation, at most {run.get('max_new_tokens', '?')} new "
+        "tokens; the final answer is the last number generated",
         *coverage_lines(metrics.get("coverage")),
         "",
+        "Accuracy is Tulu's exact match (ignoring case and punctuation, so 72.0 is not 72); by numeric "
+        "value compares the numbers themselves.",
+        "",
         _table(
-            ["questions", "accuracy", "no number in the output"],
-            [[overall["num_questions"], _score(overall["accuracy"]), overall["no_number"]]],
+            ["questions", "accuracy", "accuracy by numeric value", "no number in the output"],
+            [
+                [
+                    overall["num_questions"],
+                    _score(overall["accuracy"]),
+                    _score(overall["accuracy_numeric"]),
+                    overall["no_number"],
+                ]
+            ],
         ),
         "",
     ]
@@ -601,6 +611,108 @@ def write_tydiqa_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path
             "## Per language",
             "",
             _table(["language", "questions", "EM", "F1", "recall"], rows),
+            "",
+        ],
+    )
+
+
+def write_ifeval_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """report.md of an IFEval evaluation."""
+    run, overall = metrics.get("run", {}), metrics["overall"]
+    if "predictions" in run:
+        source = f"- responses: `{run['predictions']}`"
+    else:
+        form = "through the model's chat template" if run.get("chat_template") else "as plain text"
+        limit = run.get("max_new_tokens")
+        source = f"- model: `{run.get('model')}`; prompts {form}; greedy, at most {limit} new tokens"
+    per_instruction = [
+        [
+            name,
+            s["num_instructions"],
+            _score(s["accuracy"]),
+            _score(metrics["loose"]["per_instruction"][name]["accuracy"]),
+        ]
+        for name, s in metrics["strict"]["per_instruction"].items()
+    ]
+    return _write_lines(
+        out_dir,
+        [
+            "# IFEval",
+            "",
+            source,
+            f"- data: `{run.get('data', '?')}`",
+            *coverage_lines(metrics.get("coverage")),
+            "",
+            "Prompt level: every instruction of the prompt followed; instruction level: over all "
+            "instructions. Loose also accepts the response without its first and/or last line and "
+            "without asterisks.",
+            "",
+            _table(
+                [
+                    "prompts",
+                    "instructions",
+                    "prompt strict",
+                    "prompt loose",
+                    "instruction strict",
+                    "instruction loose",
+                ],
+                [
+                    [
+                        overall["num_prompts"],
+                        overall["num_instructions"],
+                        *(
+                            _score(overall[f"{level}_level_{mode}"])
+                            for level in ("prompt", "instruction")
+                            for mode in ("strict", "loose")
+                        ),
+                    ]
+                ],
+            ),
+            "",
+            "## Per instruction",
+            "",
+            _table(["instruction", "count", "strict", "loose"], per_instruction),
+            "",
+        ],
+    )
+
+
+def write_truthfulqa_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """report.md of a TruthfulQA evaluation."""
+    run, overall = metrics.get("run", {}), metrics["overall"]
+    form = "through the model's chat template" if run.get("chat_template") else "as plain text"
+    names = {
+        "mc1": "MC1",
+        "mc2": "MC2",
+        "truth_percent": "% true",
+        "info_percent": "% informative",
+        "truth_and_info_percent": "% true and informative",
+    }
+    shown = [name for name in names if name in overall]
+    judges = [
+        f"{name} judge `{run[f'{name}_judge']}`" for name in ("truth", "info") if f"{name}_judge" in run
+    ]
+    return _write_lines(
+        out_dir,
+        [
+            "# TruthfulQA (Tulu 2 protocol)",
+            "",
+            f"- model: `{run.get('model', '?')}`; QA primer, prompts {form}",
+            f"- data: `{run.get('data', '?')}`",
+            *(
+                [f"- answers: greedy, at most {run.get('max_new_tokens')} new tokens; " + ", ".join(judges)]
+                if judges
+                else []
+            ),
+            *coverage_lines(metrics.get("coverage")),
+            "",
+            "MC1: the best true answer is the most likely; MC2: probability mass on true answers. A judge "
+            'accepts an answer when P(" yes") >= 0.5.',
+            "",
+            _table(
+                ["questions", *(names[n] for n in shown)],
+                [[overall["num_questions"], *(_score(overall[n]) for n in shown)]],
+            ),
             "",
         ],
     )

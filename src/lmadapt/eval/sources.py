@@ -19,9 +19,10 @@ its ids).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,6 +70,35 @@ class SuperNISource(Protocol):
 # ---------------------------------------------------------------------------------------------
 # A Hugging Face model
 
+# path -> (model, tokenizer, kind) while `models_shared()` is active.
+_shared_models: dict[str, tuple[Any, Any, str]] | None = None
+
+
+def _load(path: str) -> tuple[Any, Any, str]:
+    import torch
+
+    from lmadapt.models.load import load_model, load_tokenizer
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = load_tokenizer(path)
+    model, kind = load_model(ModelConfig(path=path), device)
+    model.to(device)
+    return model, tokenizer, kind
+
+
+@contextlib.contextmanager
+def models_shared(preloaded: Mapping[str, tuple[Any, Any, str]] | None = None) -> Iterator[None]:
+    """Within this block every `ModelSource` of one path shares one loaded model (a suite runs many
+    evaluations on it). `preloaded` maps names to models already in memory, (model, tokenizer, kind),
+    which sources of that `path` use as they are (an evaluation during training)."""
+    global _shared_models
+    outer = _shared_models
+    _shared_models = {**(outer or {}), **(preloaded or {})}  # an inner block sees the outer's models
+    try:
+        yield
+    finally:
+        _shared_models = outer
+
 
 @dataclass
 class ModelSource:
@@ -90,14 +120,12 @@ class ModelSource:
 
     @functools.cached_property
     def _loaded(self) -> tuple[Any, PromptEncoder]:
-        import torch
-
-        from lmadapt.models.load import load_model, load_tokenizer
-
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        tokenizer = load_tokenizer(self.path)
-        model, kind = load_model(ModelConfig(path=self.path), device)
-        model.to(device)
+        loaded = _shared_models.get(self.path) if _shared_models is not None else None
+        if loaded is None:
+            loaded = _load(self.path)
+            if _shared_models is not None:
+                _shared_models[self.path] = loaded
+        model, tokenizer, kind = loaded
         return model, PromptEncoder(tokenizer, kind, chat_template_for(tokenizer, self.chat_template))
 
     @property

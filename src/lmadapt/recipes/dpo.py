@@ -27,6 +27,7 @@ from lmadapt.errors import ConfigError
 from lmadapt.models.load import apply_lora, disable_dropout, load_model, load_tokenizer, resolve_dtype
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
+from lmadapt.recipes.eval_suite import training_suite
 from lmadapt.train.batching import pair_plan
 from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.preference import (
@@ -108,7 +109,7 @@ class DPOResult:
 
 def run(cfg: DPOConfig) -> DPOResult:
     validate_preference_loss(cfg.dpo)
-    run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources))
+    run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources), generates=True)
     accelerator = run.accelerator
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     model, kind = load_model(cfg.model, run.device)
@@ -132,6 +133,7 @@ def run(cfg: DPOConfig) -> DPOResult:
     if reference is adapters_off_reference:
         log.info("reference: the base model with LoRA adapters disabled, computed each step")
     plan = pair_plan(splits[0], cfg.data, cfg.train.batch_size, cfg.train.seed, "dpo")
+    suite = training_suite(cfg.train, tokenizer, kind, template.jinja, run.out, run.accelerator)
     run.create()
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
     result = fit(
@@ -144,6 +146,7 @@ def run(cfg: DPOConfig) -> DPOResult:
         accelerator,
         splits[1],
         plan=plan,
+        suite=suite,
     )
     run.finish(
         result,

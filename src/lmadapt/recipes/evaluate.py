@@ -16,15 +16,17 @@ accuracy of a trained reward model on preference pairs.
 
 Adding an evaluation (MMLU, BBH, TydiQA, ...) means writing its loader, prompt and scorer in `eval/`,
 then a run_* function here that wires them: `_model_source(...).encoder` to encode prompts, `.generate`
-or `.score` to answer them, `report.coverage` on generated texts, `ResultsDir.write` with a report
-writer; and one entry in cli.EVALS for its arguments.
+or `.score` to answer them, and `_finish` (coverage of generated texts, the run's settings,
+`ResultsDir.write` with a report writer); one entry in RUNNERS (at the end of the evaluations) and one
+in cli.EVALS for its flags.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,11 @@ from lmadapt import __version__
 from lmadapt.data.superni import TEST_INSTANCES_PER_TASK, eval_instances, load_split_tasks
 from lmadapt.data.tasks import PromptEncoding
 from lmadapt.errors import ConfigError, LmadaptError
-from lmadapt.eval import bbh, gsm8k, mmlu, multiple_choice, report, tydiqa
+from lmadapt.eval import bbh, gsm8k, ifeval, mmlu, multiple_choice, report, truthfulqa, tydiqa
 from lmadapt.eval.metrics import score
 from lmadapt.eval.progress import Progress
 from lmadapt.eval.report import coverage
-from lmadapt.eval.results import ResultsDir, warn_coverage
+from lmadapt.eval.results import ReportWriter, ResultsDir, warn_coverage
 from lmadapt.eval.sources import (
     DEFAULT_BATCH_SIZE,
     SUPERNI_MAX_NEW_TOKENS,
@@ -128,17 +130,15 @@ def run_superni(
     metrics = report.superni_metrics(scores, instances, counts)
     metrics["prompts"] = predicted.prompts
     metrics["flops"] = predicted.flops
-    metrics["run"] = {
+    run = {
         "data": str(data),
         "split": split,
         "encoding": str(prompt_encoding),
         **source.settings(),
         "max_instances": max_instances,
-        "lmadapt_version": __version__,
     }
     records = report.superni_prediction_records(instances, predicted.texts)
-    results.write(records, metrics, report.write_report)
-    warn_coverage(counts)
+    _finish(results, records, metrics, run, report.write_report, predicted.texts)
     overall = metrics["overall"]
     log.info("exact match %.2f, ROUGE-L %.2f -> %s", overall["exact_match"], overall["rougeL"], out)
     return metrics
@@ -181,7 +181,7 @@ def run_multiple_choice(
     )
 
     metrics = multiple_choice.mc_metrics(questions, scores)
-    metrics["run"] = {
+    run = {
         "data": str(data),
         "model": model,
         "fewshot": None if fewshot is None else str(fewshot),
@@ -189,9 +189,9 @@ def run_multiple_choice(
         "answer_format": answer_format,
         "chat_template": source.uses_chat_template(),
         "max_questions": max_questions or None,
-        "lmadapt_version": __version__,
     }
-    results.write(multiple_choice.prediction_records(questions, scores), metrics, report.write_mc_report)
+    records = multiple_choice.prediction_records(questions, scores)
+    _finish(results, records, metrics, run, report.write_mc_report)
     overall = metrics["overall"]
     log.info("accuracy %.2f (per token %.2f) -> %s", overall["accuracy"], overall["accuracy_per_token"], out)
     return metrics
@@ -203,56 +203,60 @@ def run_gsm8k(
     *,
     model: str,
     fewshot: str | Path | None = None,
-    k: int = 8,
+    k: int = gsm8k.TULU_SHOTS,
     chat_template: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
-    max_new_tokens: int = 256,
-    max_questions: int | None = None,
+    max_new_tokens: int = gsm8k.TULU_MAX_NEW_TOKENS,
+    max_questions: int | None = gsm8k.TULU_MAX_QUESTIONS,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Answer every problem in `data` by greedy generation and grade the final number; returns metrics.json.
+    """GSM8K-style problems from `data` answered by greedy generation as Tulu 2 prompted and scored them
+    (`eval.gsm8k`); returns metrics.json.
 
-    `data` (and `fewshot`) hold {"question", "answer"} records, GSM8K-style (`eval.gsm8k`). With `fewshot`,
-    its first `k` problems precede every question as worked examples. `max_questions` keeps the first N
-    (None or 0: all). Empty answers are counted in "coverage".
+    `data` (and `fewshot`) hold {"question", "answer"} records (few-shot ones may carry "cot_answer"). With
+    `fewshot`, its first `k` problems precede every question as worked examples (Tulu: its 8 exemplars).
+    `max_questions` draws Tulu's seeded sample (Tulu: 200; None or 0: all). Empty answers are counted in
+    "coverage".
     """
     _check_shots(k)
     source = _model_source(
         model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
     )
-    problems = gsm8k.load_problems(data)[: max_questions or None]
+    problems = gsm8k.sample_problems(gsm8k.load_problems(data), max_questions)
     shots = gsm8k.load_problems(fewshot)[:k] if fewshot is not None else []
     results = ResultsDir(out, overwrite)
 
-    prompt_ids = [source.encoder.encode(gsm8k.build_prompt(problem, shots)) for problem in problems]
-    stop = gsm8k.stop_strings(source.uses_chat_template())
-    texts = source.generate(prompt_ids, "gsm8k", stop=stop)
-    extracted = [gsm8k.extract_answer(text) for text in texts]
+    chat = source.uses_chat_template()
+    prompt_ids = [
+        source.encoder.encode_with_reply_start(
+            gsm8k.build_prompt(problem, shots, chat), gsm8k.CHAT_REPLY_START
+        )
+        for problem in problems
+    ]
+    texts = source.generate(prompt_ids, "gsm8k", stop=gsm8k.stop_strings(chat))
 
-    counts = coverage(texts)
-    metrics: dict[str, Any] = {"overall": gsm8k.gsm8k_metrics(problems, extracted), "coverage": counts}
-    metrics["run"] = {
+    metrics: dict[str, Any] = {"overall": gsm8k.gsm8k_metrics(problems, texts)}
+    run = {
         "data": str(data),
         "model": model,
         "fewshot": None if fewshot is None else str(fewshot),
         "k": len(shots),
-        "chat_template": source.uses_chat_template(),
+        "chat_template": chat,
         "max_new_tokens": max_new_tokens,
         "max_questions": max_questions or None,
-        "lmadapt_version": __version__,
     }
     records = [
         {
             "line": problem.line,
             "prediction": text,
-            "extracted": answer,
-            "gold": problem.gold,
-            "correct": answer == problem.gold,
+            "extracted": gsm8k.tulu_extract(text),
+            "gold": gsm8k.tulu_gold(problem.solution),
+            "correct": gsm8k.tulu_match(gsm8k.tulu_extract(text), gsm8k.tulu_gold(problem.solution)),
+            "correct_numeric": gsm8k.extract_answer(text) == problem.gold,
         }
-        for problem, text, answer in zip(problems, texts, extracted, strict=True)
+        for problem, text in zip(problems, texts, strict=True)
     ]
-    results.write(records, metrics, report.write_gsm8k_report)
-    warn_coverage(counts)
+    _finish(results, records, metrics, run, report.write_gsm8k_report, texts)
     log.info("accuracy %.2f -> %s", metrics["overall"]["accuracy"], out)
     return metrics
 
@@ -303,13 +307,12 @@ def run_mmlu(
             used < len(dev[str(q.subject)]) for q, used in zip(questions, shots_used, strict=True)
         )
     }
-    metrics["run"] = {
+    run = {
         "data": str(data),
         "model": model,
         "k": k,
         "chat_template": source.uses_chat_template(),
         "max_prompt_tokens": max_prompt_tokens,
-        "lmadapt_version": __version__,
     }
     records = [
         {
@@ -324,7 +327,7 @@ def run_mmlu(
             questions, predictions, per_question, shots_used, strict=True
         )
     ]
-    results.write(records, metrics, report.write_mmlu_report)
+    _finish(results, records, metrics, run, report.write_mmlu_report)
     overall = metrics["overall"]
     log.info("accuracy %.2f (macro %.2f) -> %s", overall["accuracy_micro"], overall["accuracy_macro"], out)
     return metrics
@@ -364,16 +367,13 @@ def run_bbh(
     texts = source.generate(prompt_ids, "bbh")
     extracted = [bbh.extract_answer(text) for text in texts]
 
-    counts = coverage(texts)
     metrics = bbh.bbh_metrics(examples, [p for p, _ in extracted], [f for _, f in extracted])
-    metrics["coverage"] = counts
-    metrics["run"] = {
+    run = {
         "data": str(data),
         "model": model,
         "chat_template": chat,
         "max_examples_per_task": max_examples_per_task or None,
         "max_new_tokens": max_new_tokens,
-        "lmadapt_version": __version__,
     }
     records = [
         {
@@ -386,8 +386,7 @@ def run_bbh(
         }
         for example, text, (prediction, _) in zip(examples, texts, extracted, strict=True)
     ]
-    results.write(records, metrics, report.write_bbh_report)
-    warn_coverage(counts)
+    _finish(results, records, metrics, run, report.write_bbh_report, texts)
     log.info(
         "exact match %.2f (mean over %d tasks) -> %s", metrics["overall"]["exact_match"], len(by_task), out
     )
@@ -433,10 +432,8 @@ def run_tydiqa(
     texts = source.generate(prompt_ids, "tydiqa", stop=None if chat else [tydiqa.PLAIN_STOP])
     answers = [text.strip() for text in texts]
 
-    counts = coverage(answers)
     metrics = tydiqa.tydiqa_metrics(questions, answers)
-    metrics["coverage"] = counts
-    metrics["run"] = {
+    run = {
         "data": str(data),
         "model": model,
         "k": k,
@@ -445,16 +442,163 @@ def run_tydiqa(
         "max_questions_per_language": max_questions_per_language or None,
         "max_context_tokens": max_context_tokens or None,
         "max_new_tokens": max_new_tokens,
-        "lmadapt_version": __version__,
     }
     records = [
         {"id": q.id, "language": q.language, "prediction": answer, "answers": q.answers}
         for q, answer in zip(questions, answers, strict=True)
     ]
-    results.write(records, metrics, report.write_tydiqa_report)
-    warn_coverage(counts)
+    _finish(results, records, metrics, run, report.write_tydiqa_report, answers)
     overall = metrics["overall"]
     log.info("F1 %.2f, EM %.2f (mean over languages) -> %s", overall["f1"], overall["exact_match"], out)
+    return metrics
+
+
+def run_ifeval(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str | None = None,
+    predictions: str | Path | None = None,
+    chat_template: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_new_tokens: int = ifeval.OPEN_INSTRUCT_MAX_NEW_TOKENS,
+    max_questions: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """IFEval from the release's input_data.jsonl (`data`: the file or its directory), each prompt
+    answered by greedy generation with `model` (one user turn) or read from `predictions` ({"id": key,
+    "prediction"}, or the official {"prompt", "response"}), and checked strict and loose (`eval.ifeval`);
+    returns metrics.json. `max_questions` keeps the first N prompts (None or 0: all)."""
+    if (model is None) == (predictions is None):
+        raise ConfigError("say where responses come from: --model PATH or --predictions FILE (one of them)")
+    prompts = ifeval.load_prompts(data)[: max_questions or None]
+    source = None
+    if model is not None:
+        source = _model_source(
+            model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
+        )
+    results = ResultsDir(out, overwrite)
+
+    if source is not None:
+        texts: list[str | None] = list(
+            source.generate([source.encoder.encode(p.prompt) for p in prompts], "ifeval")
+        )
+        run: dict[str, Any] = {
+            "model": model,
+            "chat_template": source.uses_chat_template(),
+            "max_new_tokens": max_new_tokens,
+        }
+    else:
+        texts = ifeval.read_responses(predictions, prompts)
+        run = {"predictions": str(predictions)}
+    responses = [text or "" for text in texts]
+    checked = [
+        ifeval.check_prompt(prompt, response) for prompt, response in zip(prompts, responses, strict=True)
+    ]
+    strict, loose = [s for s, _ in checked], [lo for _, lo in checked]
+
+    metrics = ifeval.ifeval_metrics(prompts, strict, loose)
+    run.update(data=str(data), max_questions=max_questions or None)
+    records = ifeval.prediction_records(prompts, responses, strict, loose)
+    _finish(results, records, metrics, run, report.write_ifeval_report, texts)
+    overall = metrics["overall"]
+    log.info(
+        "prompt-level strict %.2f, loose %.2f -> %s",
+        overall["prompt_level_strict"],
+        overall["prompt_level_loose"],
+        out,
+    )
+    return metrics
+
+
+def run_truthfulqa(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str,
+    truth_judge: str | None = None,
+    info_judge: str | None = None,
+    no_mc: bool = False,
+    chat_template: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_new_tokens: int = truthfulqa.OPEN_INSTRUCT_MAX_NEW_TOKENS,
+    max_questions: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """TruthfulQA from mc_task.json-style records or TruthfulQA.csv (`eval.truthfulqa`): MC1/MC2 by
+    log-likelihood (unless `no_mc`), and with local judge model directories (`truth_judge`,
+    `info_judge`) greedy answers judged true / informative; returns metrics.json. `max_questions` keeps
+    the first N (None or 0: all)."""
+    judges = {name: path for name, path in (("truth", truth_judge), ("info", info_judge)) if path}
+    if no_mc and not judges:
+        raise ConfigError("--no-mc leaves nothing to do: give --truth-judge and/or --info-judge")
+    source = _model_source(
+        model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
+    )
+    questions = truthfulqa.load_questions(data)[: max_questions or None]
+    results = ResultsDir(out, overwrite)
+
+    chat = source.uses_chat_template()
+    records: list[dict[str, Any]] = [{"line": q.line, "question": q.question} for q in questions]
+    mc = None
+    if not no_mc:
+        log_probs = truthfulqa.score_mc(
+            source.encoder, lambda rows: source.score(rows, "truthfulqa mc"), questions, chat
+        )
+        mc = [truthfulqa.mc_scores(q, scores) for q, scores in zip(questions, log_probs, strict=True)]
+        for record, s, scores in zip(records, mc, log_probs, strict=True):
+            record.update(
+                mc1=s.mc1, mc2=round(s.mc2, 6), log_probs={a: round(x, 6) for a, x in scores.items()}
+            )
+    texts: list[str] | None = None
+    judged: dict[str, list[float]] = {}
+    if judges:
+        prompt_ids = [source.encoder.encode(truthfulqa.build_prompt(q)) for q in questions]
+        texts = source.generate(prompt_ids, "truthfulqa", stop=None if chat else [truthfulqa.PLAIN_STOP])
+        answers = [truthfulqa.trim_answer(text) for text in texts]
+        del source  # outside a suite (which shares models), freed before the judges load
+        for name, path in judges.items():
+            judge = _model_source(path, chat_template="off", batch_size=batch_size)
+            rows = [
+                judge.encoder.encode_with_reply(truthfulqa.judge_prompt(q, a, name), "yes")
+                for q, a in zip(questions, answers, strict=True)
+            ]
+            judged[name] = [math.exp(x) for x in judge.score(rows, f"truthfulqa {name} judge")]
+        for i, (record, answer) in enumerate(zip(records, answers, strict=True)):
+            record["answer"] = answer
+            record.update({f"{name}_prob": round(probs[i], 6) for name, probs in judged.items()})
+
+    metrics = truthfulqa.truthfulqa_metrics(mc, judged)
+    run = {
+        "data": str(data),
+        "model": model,
+        "chat_template": chat,
+        "mc": not no_mc,
+        **{f"{name}_judge": path for name, path in judges.items()},
+        "max_new_tokens": max_new_tokens if judges else None,
+        "max_questions": max_questions or None,
+    }
+    _finish(results, records, metrics, run, report.write_truthfulqa_report, texts)
+    log.info("%s -> %s", ", ".join(f"{k} {v}" for k, v in metrics["overall"].items()), out)
+    return metrics
+
+
+def _finish(
+    results: ResultsDir,
+    records: Sequence[Mapping[str, Any]],
+    metrics: dict[str, Any],
+    run: Mapping[str, Any],
+    writer: ReportWriter,
+    texts: Sequence[str | None] | None = None,
+) -> dict[str, Any]:
+    """The tail evaluations share: metrics.json gets "coverage" of the generated `texts` (when there are
+    any) and "run" (the settings, and the lmadapt version); then the result files and a coverage warning."""
+    if texts is not None:
+        metrics["coverage"] = coverage(texts)
+    metrics["run"] = {**run, "lmadapt_version": __version__}
+    results.write(records, metrics, writer)
+    if texts is not None:
+        warn_coverage(metrics["coverage"])
     return metrics
 
 
@@ -505,17 +649,30 @@ def run_rewards(
         )
 
     metrics = rewards.reward_metrics(chosen, rejected, dropped=len(pairs) - len(kept))
-    metrics["run"] = {
+    run = {
         "model": str(model),
         "data": [str(path) for path in paths],
         "template": template,
         "max_length": max_length,
-        "lmadapt_version": __version__,
     }
     records = rewards.prediction_records([pair for pair, _ in kept], chosen, rejected)
-    results.write(records, metrics, report.write_rewards_report)
+    _finish(results, records, metrics, run, report.write_rewards_report)
     log.info("reward accuracy %.4f on %d pairs -> %s", metrics["accuracy"], metrics["pairs"], out)
     return metrics
+
+
+# `lmadapt eval NAME` -> its function (cli.EVALS holds each one's flags; `eval suite` runs them by name).
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "superni": run_superni,
+    "mc": run_multiple_choice,
+    "gsm8k": run_gsm8k,
+    "mmlu": run_mmlu,
+    "bbh": run_bbh,
+    "tydiqa": run_tydiqa,
+    "ifeval": run_ifeval,
+    "truthfulqa": run_truthfulqa,
+    "rewards": run_rewards,
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from lmadapt.data.templates import get_template
 from lmadapt.models.load import apply_lora, load_model, load_tokenizer
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
+from lmadapt.recipes.eval_suite import training_suite
 from lmadapt.train.batching import lm_batches
 from lmadapt.train.loop import FitResult, fit
 from lmadapt.train.objectives import LanguageModelling
@@ -35,7 +36,7 @@ class SFTResult:
 
 
 def run(cfg: SFTConfig) -> SFTResult:
-    run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources))
+    run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources), generates=True)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     model, kind = load_model(cfg.model, run.device)
     template = get_template(cfg.data.template, tokenizer)
@@ -47,6 +48,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     if cfg.model.lora.enabled:
         torch.manual_seed(cfg.train.seed)  # LoRA's A matrices: the same start in every run
         model = apply_lora(model, cfg.model.lora, kind, template_tokens)
+    suite = training_suite(cfg.train, tokenizer, kind, template.jinja, run.out, run.accelerator)
     run.create()
     result = fit(
         model,
@@ -58,6 +60,7 @@ def run(cfg: SFTConfig) -> SFTResult:
         run.accelerator,
         batches.evals,
         plan=batches.plan,
+        suite=suite,
     )
     run.finish(
         result,

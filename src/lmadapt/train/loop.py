@@ -90,9 +90,12 @@ def fit(
     accelerator: Accelerator,
     eval_examples: Sequence[Any] = (),
     plan: MicroBatchPlan | None = None,
+    suite: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
 ) -> FitResult:
     """Train `model` in place; evaluate on `eval_examples` every `cfg.eval_every` steps and at the end.
     `plan` picks each micro-batch's items (lmadapt.train.batching); by default a seeded shuffle.
+    `suite(model, step)`, run on the main process at each evaluation, returns further metrics to log
+    (the `train.eval_suite` evaluations).
 
     With `cfg.save_every` > 0 a checkpoint is written every that many steps and at the last step.
     SIGTERM or Ctrl-C checkpoints after the current step and ends with `Preempted` (see preemption.py);
@@ -180,6 +183,8 @@ def fit(
                     eval_metrics = evaluate(
                         model, objective, eval_examples, collate, cfg.batch_size, accelerator
                     )
+                    if suite is not None and main:
+                        eval_metrics.update(suite(accelerator.unwrap_model(model), state.step))
                     if eval_metrics:
                         monitor.write({"step": state.step, **eval_metrics})
                         last_metrics.update(eval_metrics)

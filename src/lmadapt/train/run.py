@@ -107,11 +107,14 @@ class TrainingRun:
         return exported
 
 
-def start_run(cfg: Any, train: TrainConfig, has_eval_data: bool) -> TrainingRun:
-    """Check that `train.output_dir` may be used (nothing is written yet) and set up the accelerator."""
+def start_run(cfg: Any, train: TrainConfig, has_eval_data: bool, generates: bool = False) -> TrainingRun:
+    """Check that `train.output_dir` may be used (nothing is written yet) and set up the accelerator.
+    `generates`: the recipe trains a model that answers prompts, so `train.eval_suite` applies to it."""
     if not train.output_dir:
         raise LmadaptError("train.output_dir is not set")
-    if train.eval_every and not has_eval_data:
+    if train.eval_suite and not generates:
+        raise ConfigError("train.eval_suite evaluates a generating model: only sft and dpo runs take it")
+    if train.eval_every and not (has_eval_data or train.eval_suite):
         raise ConfigError("train.eval_every is set but the recipe has no evaluation data to evaluate on")
     out = Path(train.output_dir)
     exists = out.exists() and any(out.iterdir())
