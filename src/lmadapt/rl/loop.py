@@ -29,14 +29,14 @@ import torch
 from accelerate import Accelerator
 
 from lmadapt.config import RLTrainConfig, RolloutConfig, UpdateConfig
-from lmadapt.errors import ConfigError, Interrupted, LmadaptError, Preempted
+from lmadapt.errors import ConfigError, LmadaptError, Preempted
 from lmadapt.rl.experience import Experience, from_rollouts, micro_batches, score_experience
 from lmadapt.rl.prompts import RLPrompt, ground_truths
 from lmadapt.rl.rewards import RewardFn, score_completions
 from lmadapt.rl.rollout import RolloutBackend, Rollouts
 from lmadapt.train.batching import BatchPlan
 from lmadapt.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint
-from lmadapt.train.loop import FitResult, accumulate_gradients, checkpoint, optimizer_step
+from lmadapt.train.loop import FitResult, accumulate_gradients, checkpoint, interrupted, optimizer_step
 from lmadapt.train.monitor import Monitor, plot_curves
 from lmadapt.train.preemption import StopRequest
 from lmadapt.train.schedule import build_optimizer, build_scheduler
@@ -219,13 +219,7 @@ def rl_fit(
                     )
     except KeyboardInterrupt:
         monitor.close()
-        newest = latest_checkpoint(ckpt_root)
-        where = (
-            f"newest checkpoint {newest.path}; rerun the same command with --resume to continue from it"
-            if newest is not None
-            else "no checkpoint written yet (train.save_every); a rerun starts over"
-        )
-        raise Interrupted(f"interrupted at step {state.step} of {steps}; {where}") from None
+        raise interrupted(state.step, steps, ckpt_root) from None
     monitor.close()
     if main:
         plot_curves(

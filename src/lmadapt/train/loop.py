@@ -207,13 +207,7 @@ def fit(
                     )
     except KeyboardInterrupt:
         monitor.close()
-        newest = latest_checkpoint(ckpt_root)
-        where = (
-            f"newest checkpoint {newest.path}; rerun the same command with --resume to continue from it"
-            if newest is not None
-            else "no checkpoint written yet (train.save_every); a rerun starts over"
-        )
-        raise Interrupted(f"interrupted at step {state.step} of {steps}; {where}") from None
+        raise interrupted(state.step, steps, ckpt_root) from None
     monitor.close()
     if main:
         plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png", title=out_dir.name)
@@ -327,6 +321,17 @@ def evaluate(
             total += float(objective.loss_sum(model, batch))
     total, weight = _all_sum(accelerator, [total, float(weight)])
     return {"eval_loss": total / max(weight, 1.0), **objective.pop_metrics("eval")}
+
+
+def interrupted(step: int, steps: int, ckpt_root: Path) -> Interrupted:
+    """The error a training loop stopped at once (second signal, Ctrl-C) raises: where it can resume."""
+    newest = latest_checkpoint(ckpt_root)
+    where = (
+        f"newest checkpoint {newest.path}; rerun the same command with --resume to continue from it"
+        if newest is not None
+        else "no checkpoint written yet (train.save_every); a rerun starts over"
+    )
+    return Interrupted(f"interrupted at step {step} of {steps}; {where}")
 
 
 def _any_rank(accelerator: Accelerator, flag: bool) -> bool:
