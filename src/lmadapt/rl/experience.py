@@ -2,9 +2,10 @@
 
 An experience batch is a dict of tensors whose first dimension is the sequence (N = prompts x G):
 "prompt_ids"/"prompt_mask" [N, P] (left-padded), "completion_ids"/"completion_mask" [N, C]
-(right-padded), and whatever the algorithm adds: per-sequence values [N] ("advantages") or per-token
-values [N, C] aligned with the completion ("old_logps", "ref_logps", ...). `micro_batches` slices rows
-and trims padding columns; `completion_logps` is the one forward pass every algorithm scores with.
+(right-padded), "group" [N] (which prompt a row answers), and whatever the algorithm adds:
+per-sequence values [N] ("advantages") or per-token values [N, C] aligned with the completion
+("old_logps", "ref_logps", ...). `micro_batches` slices rows and trims padding columns;
+`completion_logps` is the one forward pass every algorithm scores with.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def from_rollouts(rollouts: Rollouts) -> Experience:
         "completion_ids": rollouts.completion_ids,
         "completion_mask": rollouts.completion_mask,
         "sampling_logps": rollouts.sampling_logps,
+        "group": torch.arange(len(rollouts)) // rollouts.group_size,
     }
 
 
@@ -72,13 +74,16 @@ def completion_logps(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities of the completion tokens under `model` at `temperature`, as the sampler saw them.
 
-    Returns (logps [B, C] float32, entropy [B, C] float32 detached, or None). Only the completion
-    positions are projected to the vocabulary where the model supports `logits_to_keep`.
+    Returns (logps [B, C] float32, entropy [B, C] float32 detached, or None).
+
+    With a "group" entry ([B], the prompt each row answers), each distinct prompt goes through the model
+    once and its keys/values are shared by the rows that answer it: G completions cost one prompt pass,
+    not G (gradients flow into the prompt pass through the shared cache). Otherwise every row is one
+    sequence, and only the completion positions are projected to the vocabulary.
     """
-    width = batch["completion_ids"].size(1)
-    logits = model(**sequence_inputs(batch), use_cache=False, **logits_to_keep(model, width + 1)).logits
-    # Position t predicts token t+1: the logits before each completion token.
-    logits = logits[:, -width - 1 : -1].float() / temperature
+    shared = "group" in batch
+    logits = _shared_prompt_logits(model, batch) if shared else _full_sequence_logits(model, batch)
+    logits = logits.float() / temperature
     log_probs = logits.log_softmax(dim=-1)
     logps = log_probs.gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
     entropy = None
@@ -86,6 +91,41 @@ def completion_logps(
         with torch.no_grad():
             entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
     return logps, entropy
+
+
+def _full_sequence_logits(model: torch.nn.Module, batch: Experience) -> torch.Tensor:
+    """[B, C, V]: the logits before each completion token, from [prompt; completion] rows."""
+    width = batch["completion_ids"].size(1)
+    logits = model(**sequence_inputs(batch), use_cache=False, **logits_to_keep(model, width + 1)).logits
+    return logits[:, -width - 1 : -1]  # position t predicts token t+1
+
+
+def _shared_prompt_logits(model: torch.nn.Module, batch: Experience) -> torch.Tensor:
+    """[B, C, V] like `_full_sequence_logits`, with one prompt pass per distinct prompt (see above)."""
+    groups, row_prompt = torch.unique(batch["group"], return_inverse=True)
+    rows = row_prompt.tolist()
+    first_row = torch.tensor([rows.index(i) for i in range(len(groups))], device=row_prompt.device)
+    prompt_mask = batch["prompt_mask"][first_row]
+    prompt = model(
+        input_ids=batch["prompt_ids"][first_row],
+        attention_mask=prompt_mask,
+        position_ids=(prompt_mask.cumsum(dim=1) - 1).clamp(min=0),
+        use_cache=True,
+        **logits_to_keep(model, 1),
+    )
+    cache = prompt.past_key_values
+    cache.batch_select_indices(row_prompt)  # each row reads its own prompt's keys and values
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    position_ids = (mask.cumsum(dim=1) - 1)[:, batch["prompt_mask"].size(1) :]
+    completion = model(
+        input_ids=batch["completion_ids"],
+        attention_mask=mask,
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    # The prompt's last logits predict the first completion token; completion position t the next one.
+    return torch.cat([prompt.logits[:, -1:][row_prompt], completion.logits[:, :-1]], dim=1)
 
 
 @torch.no_grad()
