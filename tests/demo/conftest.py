@@ -22,6 +22,10 @@ TINY = DemoSettings(
     dpo_steps=2,
     dpo_pairs_per_task=2,
     dpo_batch_size=4,
+    grpo_prompts_per_task=2,
+    grpo_prompts_per_step=2,
+    grpo_generations=2,
+    grpo_steps=2,
     workers=1,
 )
 

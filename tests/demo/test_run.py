@@ -15,7 +15,7 @@ def test_demo_end_to_end_with_stages_side_by_side(tmp_path, tiny_settings):
     report = demo.run(tmp_path, settings=replace(tiny_settings, workers=2))
     out = report.parent
     results = json.loads((out / "results.json").read_text())
-    assert [r["name"] for r in results] == ["sft", "hint", "dpo"]
+    assert [r["name"] for r in results] == ["sft", "hint", "dpo", "grpo"]
     text = report.read_text()
     for r in results:
         # Every stage is scored by `eval superni`: the table is its metrics.json, set by set.
@@ -34,6 +34,9 @@ def test_demo_end_to_end_with_stages_side_by_side(tmp_path, tiny_settings):
     steps, batch = tiny_settings.dpo_steps, tiny_settings.dpo_batch_size
     assert f"{steps * batch} seen in {steps} steps of {batch}" in text
     assert f"{dpo['preference_accuracy_before']:.1f}% before DPO" in text
+    grpo = results[3]["extra"]
+    assert f"{grpo['exact_match_before']:.1f} after SFT, {grpo['exact_match_after']:.1f} after GRPO" in text
+    assert grpo["exact_match_before"] == results[0]["scores"]["heldout_phrasings"]["exact_match"]
     assert (out / "scores.png").is_file() and (out / "sft" / "loss.png").is_file()
     assert "seed 0; stages ran in 2 process(es)" in text
 

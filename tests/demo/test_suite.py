@@ -5,7 +5,7 @@ import re
 import pytest
 
 from lmadapt.data.tasks import load_task_json
-from lmadapt.demo.suite import FAMILIES, NUMBER_WORDS, build_suite, export_superni
+from lmadapt.demo.suite import FAMILIES, NUMBER_WORDS, build_suite, export_superni, fresh_instances
 
 # Independent reference answers for a sample of families (input and output are space-separated items).
 REFERENCE = {
@@ -130,3 +130,15 @@ def test_export_round_trips(suite, tmp_path):
         assert load_task_json(root / "tasks" / f"{task.name}.json") == task
     total = 2 * len(suite.train) + len(suite.heldout_phrasings) + len(suite.heldout_families)
     assert len(list((root / "tasks").iterdir())) == total
+
+
+def test_fresh_instances_are_new_inputs_answered_by_the_rule(suite):
+    task = suite.heldout_phrasings[0]
+    fresh = fresh_instances(task, 5, seed=0)
+    used = {i.input for i in task.instances} | {
+        d.input for d in task.positive_examples + task.negative_examples
+    }
+    assert len({i.input for i in fresh}) == 5 and not {i.input for i in fresh} & used
+    family = next(f for f in FAMILIES if f.name == task.categories[0])
+    assert all(i.outputs == [" ".join(family.solve(i.input.split()))] for i in fresh)
+    assert fresh == fresh_instances(task, 5, seed=0)

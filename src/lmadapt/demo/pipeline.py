@@ -4,7 +4,8 @@
 2. Train a word-level tokenizer on it and build a tiny Llama from a config; save both as a local
    Hugging Face model, so every stage loads it the way it loads any real model.
 3. Run the stages (`STAGES`): SFT on the concatenated prompt, HINT at the same budget, DPO from the
-   SFT model. Each trains through a public recipe and is scored through `lmadapt eval superni` on
+   SFT model, GRPO from the SFT model (exact-match reward on fresh inputs of the held-out phrasings).
+   Each trains through a public recipe and is scored through `lmadapt eval superni` on
    (a) held-out instances of training tasks, (b) held-out phrasings of training families,
    (c) held-out families. Stages whose inputs are ready run side by side in `workers` processes.
 4. Write `report.md`, `results.json` and a chart under `runs/demo-<time>/`.
@@ -26,6 +27,7 @@ from lmadapt.data.tasks import PromptEncoding
 from lmadapt.demo.hint_stage import stage_hint
 from lmadapt.demo.preference import stage_dpo
 from lmadapt.demo.report import results_table, write_report
+from lmadapt.demo.rl_stage import stage_grpo
 from lmadapt.demo.stages import Context, DemoSettings, StageResult, build_base_model, stage_sft
 from lmadapt.demo.suite import build_suite, export_superni
 from lmadapt.errors import LmadaptError
@@ -44,6 +46,7 @@ STAGES: dict[str, Stage] = {
     "sft": Stage(stage_sft),
     "hint": Stage(stage_hint),
     "dpo": Stage(stage_dpo, needs=("sft",)),
+    "grpo": Stage(stage_grpo, needs=("sft",)),
 }
 
 

@@ -62,6 +62,11 @@ class DemoSettings:
     dpo_batch_size: int = 16
     dpo_lr: float = 5e-5
     dpo_beta: float = 0.1
+    grpo_prompts_per_task: int = 16  # fresh inputs of each held-out-phrasing task (demo/rl_stage.py)
+    grpo_prompts_per_step: int = 16
+    grpo_generations: int = 8
+    grpo_steps: int = 80
+    grpo_lr: float = 1e-4
 
 
 @dataclass

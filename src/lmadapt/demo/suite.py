@@ -638,3 +638,15 @@ def export_superni(suite: Suite, out_dir: str | Path) -> Path:
         for task in tasks:
             save_task_json(task, out_dir / "tasks" / f"{task.name}.json")
     return out_dir
+
+
+def fresh_instances(task: Task, count: int, seed: int) -> list[Instance]:
+    """`count` new instances of `task`: inputs of its family that none of its instances or demonstrations
+    use (so a model trained on them is still scored on unseen inputs)."""
+    family = next(f for f in FAMILIES if f.name == task.categories[0])
+    used = {i.input for i in task.instances} | {
+        d.input for d in task.positive_examples + task.negative_examples
+    }
+    name = f"{task.name}_fresh"
+    inputs = _draw_inputs(family, random.Random(f"{seed}/{name}"), count, used)
+    return _instances(name, family, inputs)
