@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from lmadapt.data.tasks import encode_instance
+from lmadapt.data.tasks import encode_instance, encode_instruction
 from lmadapt.demo.rl_stage import RL_SET, stage_grpo
 from lmadapt.demo.stages import stage_sft
 
@@ -21,10 +21,11 @@ def test_grpo_stage_trains_from_sft_on_fresh_inputs_and_reports_before_and_after
     ]
     s = ctx.settings
     assert len(prompts) == s.grpo_prompts_per_task * len(ctx.suite.heldout_phrasings)
-    evaluated = {
-        encode_instance(i.input, compact=True) for t in ctx.suite.heldout_phrasings for i in t.instances
-    }
-    assert not any(p["messages"][0]["content"].endswith(tuple(evaluated)) for p in prompts)
+    contents = [p["messages"][0]["content"] for p in prompts]
+    for task in ctx.suite.heldout_phrasings:  # none of a task's RL prompts is one of its evaluation prompts
+        own = [c for c in contents if c.startswith(encode_instruction(task, ctx.encoding))]
+        evaluated = tuple(encode_instance(i.input, compact=True) for i in task.instances)
+        assert len(own) == s.grpo_prompts_per_task and not any(c.endswith(evaluated) for c in own)
     before = ctx.results["sft"].scores[RL_SET]["exact_match"]
     assert result.extra["exact_match_before"] == before
     assert result.extra["exact_match_after"] == result.scores[RL_SET]["exact_match"]
