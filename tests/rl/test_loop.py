@@ -108,6 +108,7 @@ def test_update_rows():
         ("rollout.num_generations=1", "at least 2"),
         ("rollout.temperature=0", "temperature must be > 0"),
         ("update.mini_batches=0", "update.mini_batches must be at least 1"),
+        ("train.gradient_checkpointing=true", "not supported by RL recipes"),
     ],
 )
 def test_settings_the_loop_cannot_honour_are_refused(

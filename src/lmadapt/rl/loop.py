@@ -105,6 +105,12 @@ def validate_settings(cfg: RLSettings) -> None:
             "train.grad_accum is not used by RL recipes: micro-batches of train.batch_size sequences are "
             "accumulated over each mini-batch (update.mini_batches optimizer steps per pass)"
         )
+    if train.gradient_checkpointing or train.compile:
+        # The shared prompt pass hands its keys/values to the completions, which checkpointing
+        # (it turns the cache off) and a compiled model (not measured here) do not support yet.
+        raise ConfigError(
+            "train.gradient_checkpointing and train.compile are not supported by RL recipes yet"
+        )
     if (rollout.prompts_per_step * rollout.num_generations) < update.mini_batches:
         raise ConfigError("update.mini_batches exceeds the sequences of a rollout batch")
 
@@ -167,17 +173,19 @@ def rl_fit(
                 rolled = time.perf_counter()
                 experience = from_rollouts(rollouts)
                 schedule = update_rows(len(rollouts), cfg.update)
-                if updates_per_step > 1:  # the first pass's micro-batches exactly, so its ratio is 1
-                    first_pass = [
-                        batch
-                        for rows in schedule[: cfg.update.mini_batches]
-                        for batch in micro_batches(experience, rows, train.batch_size)
-                    ]
-                    width = rollouts.completion_ids.size(1)
-                    experience["old_logps"] = score_experience(
-                        sampler, first_pass, cfg.rollout.temperature, width, accelerator.device
-                    )
-                experience = algorithm.prepare(model, experience, rewards, rollouts)
+                # Under the same autocast as the updates: the first pass then reproduces these log-probs.
+                with accelerator.autocast():
+                    if updates_per_step > 1:  # the first pass's micro-batches exactly, so its ratio is 1
+                        first_pass = [
+                            batch
+                            for rows in schedule[: cfg.update.mini_batches]
+                            for batch in micro_batches(experience, rows, train.batch_size)
+                        ]
+                        width = rollouts.completion_ids.size(1)
+                        experience["old_logps"] = score_experience(
+                            sampler, first_pass, cfg.rollout.temperature, width, accelerator.device
+                        )
+                    experience = algorithm.prepare(model, experience, rewards, rollouts)
                 loss_sum, units, tokens, grad_norm = 0.0, 0, 0, float("nan")
                 for rows in schedule:
                     batches = micro_batches(experience, rows, train.batch_size)
