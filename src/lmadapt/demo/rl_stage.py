@@ -51,7 +51,7 @@ def stage_grpo(ctx: Context) -> StageResult:
             max_new_tokens=s.max_new_tokens,
         ),
         reward=VerifiableRewardConfig(kind="exact_match"),
-        grpo=GRPOLossConfig(loss_type="dapo", epsilon_high=0.28, beta=0.0),
+        grpo=GRPOLossConfig(loss_type="dapo", epsilon_high=0.28, beta=s.grpo_beta),
         train=RLTrainConfig(
             output_dir=str(ctx.out / "grpo"),
             seed=s.seed,

@@ -67,6 +67,7 @@ class DemoSettings:
     grpo_generations: int = 8
     grpo_steps: int = 80
     grpo_lr: float = 1e-4
+    grpo_beta: float = 0.0  # k3 KL to the SFT model
 
 
 @dataclass
