@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from lmadapt.config import RolloutConfig
 from lmadapt.errors import LmadaptError
@@ -67,13 +68,11 @@ class TransformersRollout:
         self, model: torch.nn.Module, prompt_ids: Sequence[list[int]], cfg: RolloutConfig, seed: int
     ) -> Rollouts:
         core = unwrap_ddp(model)
-        config = generation_config(
-            core, self.tokenizer, self.pad_id, cfg.max_new_tokens, True, cfg.temperature, cfg.top_p
-        )
+        # Plain sampling from the scores `SamplerLogProbs` returns: it applies temperature and top-p itself.
+        config = generation_config(core, self.tokenizer, self.pad_id, cfg.max_new_tokens, True, 1.0, 1.0)
         eos_ids = list(config.eos_token_id or [])
         if not eos_ids:
             raise LmadaptError("rollouts: neither the tokenizer nor the model defines an EOS token")
-        config.return_dict_in_generate, config.output_scores = True, True
         rows = [list(ids) for ids in prompt_ids for _ in range(cfg.num_generations)]
         chunk = cfg.batch_size or len(rows)
         device = core.device
@@ -86,30 +85,69 @@ class TransformersRollout:
             ):
                 torch.manual_seed(seed)
                 for start in range(0, len(rows), chunk):
-                    parts.append(self._sample(core, rows[start : start + chunk], config, eos_ids))
+                    batch = rows[start : start + chunk]
+                    parts.append(self._sample(core, batch, config, eos_ids, cfg.temperature, cfg.top_p))
         finally:
             core.train(was_training)
         return _concatenate(parts, self.pad_id, cfg.num_generations)
 
     @torch.no_grad()
-    def _sample(self, model: Any, rows: list[list[int]], config: Any, eos_ids: list[int]) -> Rollouts:
+    def _sample(
+        self,
+        model: Any,
+        rows: list[list[int]],
+        config: Any,
+        eos_ids: list[int],
+        temperature: float,
+        top_p: float,
+    ) -> Rollouts:
         prompt_ids, prompt_mask = left_pad(rows, self.pad_id)
-        out = model.generate(
+        recorder = SamplerLogProbs(temperature, top_p)
+        sequences = model.generate(
             input_ids=prompt_ids.to(model.device),
             attention_mask=prompt_mask.to(model.device),
             generation_config=config,
+            logits_processor=LogitsProcessorList([recorder]),
         )
-        completion = out.sequences[:, prompt_ids.size(1) :].cpu()
-        # scores: one [n, V] tensor per generated position, after temperature and top-p: the sampler's own
-        # distribution (tokens top-p removed are -inf).
-        scores = torch.stack(out.scores, dim=1).float().cpu()
-        logps = scores.log_softmax(-1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
+        completion = sequences[:, prompt_ids.size(1) :].cpu()
+        logps = recorder.completion_logps(completion)
         mask, ended = completion_mask(completion, eos_ids)
         logps = logps.masked_fill(mask == 0, 0.0)
         texts = self.tokenizer.batch_decode(
             completion.masked_fill(mask == 0, self.pad_id), skip_special_tokens=True
         )
         return Rollouts(prompt_ids, prompt_mask, completion, mask, logps, ended, texts, 1)
+
+
+class SamplerLogProbs(LogitsProcessor):
+    """The last logits processor of `generate`: applies temperature and top-p (transformers' own warpers)
+    and keeps the log-probability each sampled token had under that final distribution, one [n] vector
+    per step. Only one step's [n, V] distribution is alive at a time: at each call the previous step's
+    token is the last column of `input_ids`."""
+
+    def __init__(self, temperature: float, top_p: float):
+        warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+        warpers += [TopPLogitsWarper(top_p)] if top_p < 1.0 else []
+        self.warpers = LogitsProcessorList(warpers)
+        self.token_logps: list[torch.Tensor] = []  # [n] float32 per sampled position
+        self.pending: torch.Tensor | None = None  # [n, V] log-probs whose token is not sampled yet
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._gather(input_ids[:, -1])
+        scores = self.warpers(input_ids, scores)
+        self.pending = scores.float().log_softmax(dim=-1)
+        return scores
+
+    def _gather(self, tokens: torch.Tensor) -> None:
+        if self.pending is not None:
+            self.token_logps.append(self.pending.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).cpu())
+            self.pending = None
+
+    def completion_logps(self, completion: torch.Tensor) -> torch.Tensor:
+        """[n, C] log-probs of the generated tokens `completion` [n, C] (its last one is gathered here)."""
+        if self.pending is not None and len(self.token_logps) < completion.size(1):
+            self._gather(completion[:, len(self.token_logps)].to(self.pending.device))
+        return torch.stack(self.token_logps[: completion.size(1)], dim=1)
 
 
 def completion_mask(completion: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
