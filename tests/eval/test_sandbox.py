@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lmadapt.errors import LmadaptError
 from lmadapt.eval.sandbox import Limits, Sandbox
 
 LIMITS = Limits(timeout_s=20, cpu_s=2, memory_bytes=256 << 20, processes=16, output_bytes=1 << 16)
@@ -227,3 +228,12 @@ def test_isolation_is_recorded(sandbox: Sandbox) -> None:
     isolation = sandbox.isolation
     assert set(isolation) == {"namespaces", "unshare", "landlock", "user", "python", "notes"}
     assert isolation["notes"] == [] or not (isolation["namespaces"] and isolation["landlock"])
+
+
+def test_a_sandbox_that_cannot_run_programs_says_so(monkeypatch) -> None:
+    from lmadapt.eval import sandbox as sandbox_module
+
+    broken = {**sandbox_module._probe_isolation(), "python": "/nonexistent/python"}
+    monkeypatch.setattr(sandbox_module, "_probe_isolation", lambda: broken)
+    with pytest.raises(LmadaptError, match="the code sandbox cannot run a trivial program"):
+        Sandbox().run("pass")

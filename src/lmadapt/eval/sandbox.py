@@ -4,15 +4,17 @@
 there, through `eval.sandbox_launch`, with:
 
 - a new user, network, PID and mount namespace (`unshare`): no network interface but a downed loopback,
-  so nothing can be connected to, not even this machine's own listeners; the program is PID 1 of its own
-  process tree, and when it ends every process it started ends with it; the process limit counts only
+  so nothing can be connected to, not even this machine's own listeners; the launcher is PID 1 of a new
+  PID namespace, so when the program ends every process it started ends with it; the process limit counts only
   the sandbox's processes (outside a user namespace RLIMIT_NPROC counts every process of the user, and
   does not apply to root at all); its files live on a size-limited tmpfs over the working directory;
+- as user nobody when the evaluator is root (root is exempt from the process limit, and may write and
+  signal anything), with a system Python that nobody may run when the evaluator's is closed to it;
 - Landlock where the kernel has it: no writing, creating or removing files outside the working directory,
-  no TCP connections, no signals to processes outside, no reading other processes' memory or environment;
+  no TCP connections, no signals to processes outside;
 - limits on CPU seconds, address space, file size, open files and processes;
 - a wall-clock timeout after which the whole process tree is killed;
-- a scrubbed environment (PATH, HOME and TMPDIR pointing into the working directory, a UTF-8 locale);
+- a scrubbed environment: PATH, HOME and TMPDIR (the working directory), a UTF-8 locale;
 - stdout and stderr captured up to a byte cap; a program that writes more is killed.
 
 The directory is removed afterwards. What the machine does not allow is skipped and recorded in
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmadapt.errors import LmadaptError
 from lmadapt.eval import sandbox_launch
 
 _LAUNCHER = Path(sandbox_launch.__file__).resolve()
@@ -94,13 +97,23 @@ class Sandbox:
 
     @functools.cached_property
     def isolation(self) -> dict[str, Any]:
-        """What confinement this machine allows: {"namespaces": bool, "landlock": ABI or 0, "notes": [...]}
-        (why something is missing)."""
-        return _probe_isolation()
+        """What confinement this machine allows: {"namespaces": bool, "landlock": ABI or 0, "user": uid
+        programs run as (None: the evaluator's), "python", "notes": [why something is missing]}. Probed on
+        first use, ending with a trial program: a sandbox that cannot run `pass` is an LmadaptError rather
+        than every program scored as failing."""
+        isolation = _probe_isolation()
+        trial = self._run(isolation, "pass")
+        if not trial.passed:
+            raise LmadaptError(
+                f"the code sandbox cannot run a trivial program ({trial.status}): {trial.stderr}"
+            )
+        return isolation
 
     def run(self, source: str) -> Execution:
         """Run the Python program `source` confined as the module docstring says."""
-        isolation = self.isolation
+        return self._run(self.isolation, source)
+
+    def _run(self, isolation: dict[str, Any], source: str) -> Execution:
         workdir = tempfile.mkdtemp(prefix="lmadapt-sandbox-")
         try:
             program = Path(workdir, sandbox_launch.PROGRAM)

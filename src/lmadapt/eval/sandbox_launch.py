@@ -10,8 +10,9 @@ parent made), so it uses the standard library only and imports nothing of lmadap
 3. resource limits (CPU seconds, address space, file size, open files, processes; no core files);
 4. Landlock (Linux >= 5.13, unprivileged): writes, removals and new files only beneath the working
    directory (and /dev/null); from ABI 4 no TCP bind or connect; from ABI 6 no signals to and no
-   abstract UNIX sockets of processes outside the sandbox. Landlock also keeps the program from
-   ptrace-reading processes outside it (their /proc/PID/environ, memory);
+   abstract UNIX sockets of processes outside the sandbox. For a program that is not root outside its
+   namespace, Landlock also denies ptrace access (reading /proc/PID/environ or memory) to processes
+   outside the sandbox;
 5. the program, as `__main__`, in a child process: this process waits for it and exits with its status
    (128 + N when signal N ended it). In a PID namespace this process is the namespace's init, which
    ignores signals sent from inside, so a program that signals its whole process group still has its
