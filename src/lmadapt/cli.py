@@ -161,6 +161,40 @@ def _rewards_line(metrics: dict[str, Any]) -> str:
     return f"pairwise accuracy {metrics['accuracy']:.4f} on {metrics['pairs']} pairs"
 
 
+def _code_arguments(what: str, defaults: str, timeout: str) -> list[Argument]:
+    """The arguments of a code evaluation (HumanEval, MBPP): generation settings default to `defaults`."""
+    return [
+        (("--data",), {"required": True, "help": what}),
+        *_OUT,
+        (("--model",), {"help": "local model directory (sampled generation)"}),
+        (("--predictions",), {"help": "score a JSONL of {id: '<task_id>#<sample>', prediction} instead"}),
+        (("--samples",), {"type": int, "help": f"completions per problem ({defaults})"}),
+        (("--temperature",), {"type": float, "help": "sampling temperature, 0 = greedy"}),
+        (("--top-p",), {"type": float}),
+        (
+            ("--k",),
+            {"type": int, "nargs": "+", "default": [1, 10], "help": "pass@k for each k (default 1 10)"},
+        ),
+        (("--seed",), {"type": int, "help": "sampling seed (default 0)"}),
+        (
+            ("--chat-template",),
+            {"choices": ["auto", "on", "off"], "help": _CHAT_TEMPLATE + " (default auto)"},
+        ),
+        (("--batch-size",), {"type": int, "help": "prompts per generation batch (default 16)"}),
+        (("--max-new-tokens",), {"type": int, "help": "default 512"}),
+        (("--max-problems",), {"type": int, "default": 0, "help": "first N problems (0 = all)"}),
+        (
+            ("--timeout",),
+            {"type": float, "help": f"seconds per program (default {timeout}, as the reference)"},
+        ),
+        (("--workers",), {"type": int, "help": "programs run at once (default: CPU count)"}),
+    ]
+
+
+def _pass_at_k_line(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {value:.2f}" for name, value in metrics["overall"].items() if "@" in name)
+
+
 # eval command -> (help, arguments, result line); its function is lmadapt.recipes.evaluate.RUNNERS[command]
 EVALS: dict[str, tuple[str, list[Argument], Callable[[dict[str, Any]], str]]] = {
     "superni": (
@@ -316,6 +350,16 @@ EVALS: dict[str, tuple[str, list[Argument], Callable[[dict[str, Any]], str]]] = 
         lambda metrics: ", ".join(
             f"{k} {v:.2f}" for k, v in metrics["overall"].items() if k != "num_questions"
         ),
+    ),
+    "humaneval": (
+        "Codex-HumanEval pass@k as Tulu 2 ran it (official JSONL; programs run in the sandbox)",
+        _code_arguments("HumanEval.jsonl(.gz)", "Tulu 2: 20 at temperature 0.8, top-p 0.95", "3"),
+        _pass_at_k_line,
+    ),
+    "mbpp": (
+        "MBPP-style problems, pass@k with open-instruct's prompt (programs run in the sandbox)",
+        _code_arguments("MBPP JSONL(.gz)", "open-instruct: 20 at temperature 0.1", "10"),
+        _pass_at_k_line,
     ),
     "rewards": (
         "pairwise accuracy of a reward model on held-out preference pairs",

@@ -5,13 +5,14 @@ Supported record formats (chosen per file from the first record's keys when form
   prompt_completion  {"prompt": str | messages, "completion": str | messages}
   alpaca             {"instruction": str, "input": str (optional), "output": str}
   sharegpt           {"conversations": [{"from": "human" | "gpt" | "system" | ..., "value": str}, ...]}
-Supported sources: .jsonl, .json (a JSON array, or JSON lines), .parquet, and directories written by
-`datasets.Dataset.save_to_disk`. Every invalid record raises DataError naming the file, the 1-based
+Supported sources: .jsonl (or .jsonl.gz), .json (a JSON array, or JSON lines), .parquet, and directories
+written by `datasets.Dataset.save_to_disk`. Every invalid record raises DataError naming the file, the 1-based
 line (JSON lines), element (JSON array) or row (Parquet, saved dataset), and the offending field.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ def _decode(raw: bytes, where: RecordLocation) -> str:
 
 
 def _read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open("rb") as f:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             where = RecordLocation(str(path), number, "line")
             text = _decode(raw, where)
@@ -148,11 +149,11 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield from _read_parquet(path)
     elif record_unit(path) == "element":
         yield from _read_json_array(path)
-    elif path.suffix in (".jsonl", ".json"):
+    elif path.suffix in (".jsonl", ".json") or path.name.endswith(".jsonl.gz"):
         yield from _read_json_lines(path)
     else:
         raise LmadaptError(
-            f"{path}: unsupported data file type (use .jsonl, .json, .parquet or a saved dataset)"
+            f"{path}: unsupported data file type (use .jsonl(.gz), .json, .parquet or a saved dataset)"
         )
 
 

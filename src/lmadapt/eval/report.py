@@ -716,3 +716,61 @@ def write_truthfulqa_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> 
             "",
         ],
     )
+
+
+def write_code_report(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """report.md of a code evaluation (HumanEval, MBPP): pass@k, how programs ended, the sandbox."""
+    run, overall, sandbox = metrics.get("run", {}), metrics["overall"], metrics["sandbox"]
+    ks = [name for name in overall if name.startswith("pass@")]
+    if run.get("predictions"):
+        source = f"- predictions from `{run['predictions']}`"
+    else:
+        form = "through the model's chat template" if run.get("chat_template") else "as plain text"
+        decoding = (
+            f"sampled at temperature {run['temperature']}, top-p {run['top_p']}, seed {run['seed']}"
+            if run.get("temperature")
+            else "greedy"
+        )
+        source = (
+            f"- model: `{run.get('model', '?')}`; prompts {form}; {decoding}; at most "
+            f"{run.get('max_new_tokens', '?')} new tokens"
+        )
+    limits, isolation = sandbox["limits"], sandbox["isolation"]
+    return _write_lines(
+        out_dir,
+        [
+            f"# {run.get('title', 'Code evaluation')}",
+            "",
+            source,
+            f"- data: `{run.get('data', '?')}`; {overall['num_problems']} problems, "
+            f"{overall['samples_per_problem']} samples each",
+            *coverage_lines(metrics.get("coverage")),
+            "",
+            "A sample passes when its program (solution and tests) exits cleanly in the sandbox; pass@k is "
+            "the unbiased estimator of the Codex paper (human-eval's), averaged over problems.",
+            "",
+            _table(
+                ["problems", "samples", *ks],
+                [
+                    [
+                        overall["num_problems"],
+                        overall["samples_per_problem"],
+                        *(_score(overall[k]) for k in ks),
+                    ]
+                ],
+            ),
+            "",
+            "## How the programs ended",
+            "",
+            _table(["outcome", "programs"], list(metrics["outcomes"].items())),
+            "",
+            "## Sandbox",
+            "",
+            f"- limits per program: {limits['timeout_s']:g} s wall clock, {limits['cpu_s']} CPU s, "
+            f"{limits['memory_bytes'] >> 20} MiB address space, {limits['processes']} processes",
+            f"- namespaces (no network, own PIDs and files): {'yes' if isolation['namespaces'] else 'no'}; "
+            f"Landlock ABI: {isolation['landlock'] or 'none'}",
+            *(f"- **{note}**" for note in isolation["notes"]),
+            "",
+        ],
+    )

@@ -138,9 +138,10 @@ class ModelSource:
         return self._loaded[1]
 
     def generate(
-        self, prompt_ids: Sequence[list[int]], desc: str, stop: Sequence[str] | None = None
+        self, prompt_ids: Sequence[list[int]], desc: str, stop: Sequence[str] | None = None, **sampling: Any
     ) -> list[str]:
-        """Greedy continuation of each prompt (ids from `encoder`), with a progress bar named `desc`."""
+        """Continuation of each prompt (ids from `encoder`), with a progress bar named `desc`: greedy, or
+        sampled with `sampling` (do_sample, temperature, top_p, seed as `eval.generate.generate` takes)."""
         from lmadapt.eval.generate import generate
 
         log.info("generating %d answers with %s (batch size %d)", len(prompt_ids), self.path, self.batch_size)
@@ -153,6 +154,7 @@ class ModelSource:
                 batch_size=self.batch_size,
                 stop=stop,
                 progress=progress,
+                **sampling,
             )
 
     def score(self, rows: Sequence[tuple[list[int], list[int]]], desc: str) -> list[float]:

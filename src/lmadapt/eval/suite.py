@@ -67,6 +67,8 @@ HEADLINES: dict[str, Headline] = {
     "tydiqa": Headline("F1", _overall("f1")),
     "ifeval": Headline("prompt-level loose", _overall("prompt_level_loose")),
     "truthfulqa": Headline("MC2", _overall("mc2")),
+    "humaneval": Headline("pass@10", _overall("pass@10")),  # Tulu 2's figure (the default k includes 10)
+    "mbpp": Headline("pass@1", _overall("pass@1")),
     "rewards": Headline("pair accuracy", lambda metrics: 100 * metrics["accuracy"]),
 }
 

@@ -23,6 +23,7 @@ in cli.EVALS for its flags.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -34,11 +35,24 @@ from lmadapt import __version__
 from lmadapt.data.superni import TEST_INSTANCES_PER_TASK, eval_instances, load_split_tasks
 from lmadapt.data.tasks import PromptEncoding
 from lmadapt.errors import ConfigError, LmadaptError
-from lmadapt.eval import bbh, gsm8k, ifeval, mmlu, multiple_choice, report, truthfulqa, tydiqa
+from lmadapt.eval import (
+    bbh,
+    code_eval,
+    gsm8k,
+    humaneval,
+    ifeval,
+    mbpp,
+    mmlu,
+    multiple_choice,
+    report,
+    truthfulqa,
+    tydiqa,
+)
 from lmadapt.eval.metrics import score
 from lmadapt.eval.progress import Progress
 from lmadapt.eval.report import coverage
 from lmadapt.eval.results import ReportWriter, ResultsDir, warn_coverage
+from lmadapt.eval.sandbox import Sandbox
 from lmadapt.eval.sources import (
     DEFAULT_BATCH_SIZE,
     SUPERNI_MAX_NEW_TOKENS,
@@ -47,6 +61,7 @@ from lmadapt.eval.sources import (
     ModelSource,
     PredictionsFile,
     SuperNISource,
+    check_positive,
 )
 
 log = logging.getLogger("lmadapt")
@@ -602,6 +617,130 @@ def _finish(
     return metrics
 
 
+def run_code_eval(
+    protocol: code_eval.Protocol,
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str | None = None,
+    predictions: str | Path | None = None,
+    samples: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    k: Sequence[int] = (1, 10),
+    seed: int | None = None,
+    chat_template: str | None = None,
+    batch_size: int | None = None,
+    max_new_tokens: int | None = None,
+    max_problems: int | None = None,
+    timeout: float | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """A code evaluation (`eval humaneval`, `eval mbpp`): the problems of `data` as `protocol` loads them
+    (`max_problems` keeps the first N; None or 0: all), `samples` completions each at `temperature` (0:
+    greedy), each run with the problem's tests in the sandbox (`eval.code_eval`, `workers` at once, `timeout`
+    seconds each), pass@k for each of `k`; returns metrics.json. Completions come from `model` or from
+    `predictions` (a JSONL of {"id": "<task_id>#<sample>", "prediction"}, e.g. an earlier run's
+    predictions.jsonl). A generation setting left None takes the protocol's value."""
+    if (model is None) == (predictions is None):
+        raise ConfigError("say where completions come from: --model PATH or --predictions FILE (one of them)")
+    generation = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "chat_template": chat_template,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+    }
+    if predictions is not None:
+        _refuse(generation, list(generation), "with --predictions (nothing is generated)")
+    samples = _or(samples, protocol.samples)
+    check_positive("samples", samples)
+    temperature = _or(temperature, protocol.temperature)
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0 (0: greedy), got {temperature}")
+    if not temperature:
+        _refuse({"top_p": top_p, "seed": seed}, ["top_p", "seed"], "with --temperature 0 (greedy decoding)")
+    code_eval.check_ks(k, samples)
+    timeout = _or(timeout, protocol.timeout_s)
+    sandbox = Sandbox(code_eval.limits_for(timeout))
+    problems = protocol.load(data)[: max_problems or None]
+    results = ResultsDir(out, overwrite)
+    ids = [code_eval.sample_id(problem.task_id, i) for problem in problems for i in range(samples)]
+
+    run: dict[str, Any] = {"title": protocol.title, "data": str(data), "samples": samples}
+    if predictions is not None:
+        texts = PredictionsFile(str(predictions)).texts(ids)
+        run["predictions"] = str(predictions)
+    else:
+        source = _model_source(
+            model,
+            chat_template=_or(chat_template, "auto"),
+            batch_size=_or(batch_size, DEFAULT_BATCH_SIZE),
+            max_new_tokens=_or(max_new_tokens, protocol.max_new_tokens),
+        )
+        chat = source.uses_chat_template()
+        encoder = source.encoder
+        prompt_ids = [
+            encoder.encode_with_reply_start(p.instruction, p.reply_start)
+            if chat
+            else encoder.encode(p.prompt)
+            for p in problems
+        ]
+        sampling = (
+            {
+                "do_sample": True,
+                "temperature": temperature,
+                "top_p": _or(top_p, protocol.top_p),
+                "seed": _or(seed, 0),
+            }
+            if temperature
+            else {}
+        )
+        repeated = [ids for ids in prompt_ids for _ in range(samples)]
+        texts = list(source.generate(repeated, protocol.name, stop=protocol.stop, **sampling))
+        run.update(
+            {
+                "model": model,
+                "chat_template": chat,
+                "max_new_tokens": source.max_new_tokens,
+                "temperature": temperature,
+                **sampling,
+            }
+        )
+    completions = [text or "" for text in texts]
+    programs = [problems[i // samples].program(completion) for i, completion in enumerate(completions)]
+    executions = code_eval.run_programs(programs, sandbox, workers, desc=f"{protocol.name} programs")
+
+    counts = coverage(texts)
+    metrics = code_eval.code_metrics(problems, executions, samples, k)
+    metrics["coverage"] = counts
+    metrics["sandbox"] = {"limits": dataclasses.asdict(sandbox.limits), "isolation": sandbox.isolation}
+    metrics["run"] = {**run, "k": list(k), "timeout": timeout, "lmadapt_version": __version__}
+    records = [
+        {
+            "id": sample,
+            "task_id": problems[i // samples].task_id,
+            "prediction": completion,
+            "status": execution.status,
+            "passed": execution.passed,
+            "stderr": execution.stderr[-code_eval.STDERR_KEPT :],
+        }
+        for i, (sample, completion, execution) in enumerate(zip(ids, completions, executions, strict=True))
+    ]
+    results.write(records, metrics, report.write_code_report)
+    warn_coverage(counts)
+    scores = ", ".join(f"{key} {value:.2f}" for key, value in metrics["overall"].items() if "@" in key)
+    log.info("%s -> %s", scores, out)
+    return metrics
+
+
+# Codex-HumanEval as Tulu 2 ran it (`eval.humaneval`); MBPP-style problems with open-instruct's prompt.
+run_humaneval = functools.partial(run_code_eval, humaneval.PROTOCOL)
+run_mbpp = functools.partial(run_code_eval, mbpp.PROTOCOL)
+
+
 def run_rewards(
     model: str | Path,
     data: str | Path | Sequence[str | Path],
@@ -671,6 +810,8 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "tydiqa": run_tydiqa,
     "ifeval": run_ifeval,
     "truthfulqa": run_truthfulqa,
+    "humaneval": run_humaneval,
+    "mbpp": run_mbpp,
     "rewards": run_rewards,
 }
 
