@@ -453,6 +453,10 @@ def test_every_evaluation_refuses_existing_results_before_loading_anything(
         lambda: run_tydiqa(write_tydiqa(tmp_path / "tydiqa"), out, model=missing),
         lambda: evaluate.run_ifeval(write_ifeval(tmp_path / "ifeval"), out, model=missing),
         lambda: evaluate.run_truthfulqa(write_jsonl(tmp_path / "tqa.jsonl", TRUTHFULQA), out, model=missing),
+        lambda: evaluate.run_alpaca(
+            write_alpaca(tmp_path / "alpaca.json"), out, judge=missing, judge_type="reward", model=missing
+        ),
+        lambda: run_toxigen(write_toxigen(tmp_path / "toxigen"), out, model=missing, classifier=missing),
     ]
     for run in runs:
         with pytest.raises(LmadaptError, match="already holds results"):
