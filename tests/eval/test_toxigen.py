@@ -53,6 +53,10 @@ def test_loader_errors(tmp_path: Path) -> None:
     (tmp_path / "prompts.txt").write_text("- x\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"prompts\.txt: expected a file named <label>_<group>\.txt"):
         toxigen.load_prompts(tmp_path, 500)
+    (tmp_path / "prompts.txt").unlink()
+    (tmp_path / "hate_women.txt").write_bytes(b"- \xff\n")
+    with pytest.raises(DataError, match=r"hate_women\.txt: not UTF-8 text"):
+        toxigen.load_prompts(tmp_path, 500)
 
 
 def test_prompt_is_the_statements_or_tulus_chat_request() -> None:

@@ -72,9 +72,13 @@ def load_prompts(data: str | Path, max_per_group: int | None) -> list[Prompt]:
     prompts = []
     for path in files:
         label, group = _label_and_group(path)
+        try:
+            text = path.read_text("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(str(path), None, None, f"not UTF-8 text: {err}") from None
         lines = [
             (number, line.strip())
-            for number, line in enumerate(path.read_text("utf-8").split("\n"), 1)  # as Python reads lines
+            for number, line in enumerate(text.split("\n"), 1)  # as Python reads lines
             if line.strip()
         ]
         rng.shuffle(lines)
