@@ -10,9 +10,16 @@ from typing import TypeVar
 
 import pytest
 import torch
-from transformers import ByT5Tokenizer, PreTrainedModel
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    ByT5Tokenizer,
+    LlamaForSequenceClassification,
+    PreTrainedModel,
+)
 
 from lmadapt.config import load_config
+from lmadapt.data.templates import TULU_JINJA
 from lmadapt.models.tiny import tiny_llama, tiny_t5
 
 T = TypeVar("T")
@@ -36,6 +43,41 @@ def save_with_byte_tokenizer(model: PreTrainedModel, out: Path) -> Path:
     """`model` and a ByT5 tokenizer saved to `out` in Hugging Face layout."""
     model.save_pretrained(out)
     ByT5Tokenizer().save_pretrained(out)
+    return out
+
+
+def save_byte_reward_model(out: Path, seed: int = 1) -> Path:
+    """A tiny random Llama reward model (one score, its head saved) with a ByT5 tokenizer carrying the
+    tulu chat template, as `lmadapt reward` leaves one."""
+    tokenizer = ByT5Tokenizer()
+    tokenizer.chat_template = TULU_JINJA
+    config = byte_llama().config
+    config.num_labels, config.pad_token_id = 1, tokenizer.pad_token_id
+    torch.manual_seed(seed)
+    LlamaForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def save_byte_classifier(out: Path, id2label: dict[int, str] | None = None) -> Path:
+    """A tiny random two-label BERT text classifier over ByT5's bytes, with 64 positions (ByT5 states no
+    length limit); `id2label` None keeps transformers' default names LABEL_0 / LABEL_1."""
+    tokenizer = ByT5Tokenizer()
+    labels = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=2,
+        **labels,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
 
 

@@ -157,6 +157,10 @@ def _mc_line(metrics: dict[str, Any]) -> str:
     return f"accuracy {overall['accuracy']:.2f} (per token {overall['accuracy_per_token']:.2f})"
 
 
+def _or_na(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _rewards_line(metrics: dict[str, Any]) -> str:
     return f"pairwise accuracy {metrics['accuracy']:.4f} on {metrics['pairs']} pairs"
 
@@ -360,6 +364,58 @@ EVALS: dict[str, tuple[str, list[Argument], Callable[[dict[str, Any]], str]]] = 
         "MBPP-style problems, pass@k with open-instruct's prompt (programs run in the sandbox)",
         _code_arguments("MBPP JSONL(.gz)", "open-instruct: 20 at temperature 0.1", "10"),
         _pass_at_k_line,
+    ),
+    "alpaca": (
+        "AlpacaEval-style win rate over reference outputs, judged by a local reward model or LM",
+        [
+            (
+                ("--data",),
+                {"required": True, "help": "reference outputs in the AlpacaEval layout (.json/.jsonl)"},
+            ),
+            *_OUT,
+            (("--judge",), {"required": True, "help": "judge directory: a reward model or a causal LM"}),
+            (("--judge-type",), {"required": True, "choices": ["reward", "lm"]}),
+            (("--model",), {"help": "local model directory whose outputs are judged (greedy generation)"}),
+            (("--predictions",), {"help": "judge these outputs instead (AlpacaEval layout, by instruction)"}),
+            (
+                ("--chat-template",),
+                {"choices": ["auto", "on", "off"], "help": _CHAT_TEMPLATE + " (default auto)"},
+            ),
+            (("--batch-size",), {"type": int, "default": 16, "help": "generation and judge batch size"}),
+            (("--max-new-tokens",), {"type": int, "help": "default 8192 (Tulu's)"}),
+            (
+                ("--judge-max-length",),
+                {"type": int, "default": 2048, "help": "judge's token limit (reward: per side)"},
+            ),
+            (("--max-instances",), {"type": int, "default": 0, "help": "first N instructions (0 = all)"}),
+        ],
+        lambda metrics: (
+            f"win rate {metrics['overall']['win_rate']:.2f} "
+            f"(length-controlled {_or_na(metrics['overall']['length_controlled_win_rate'])})"
+        ),
+    ),
+    "toxigen": (
+        "ToxiGen % toxic continuations as Tulu 2 ran it, judged by a local classifier",
+        [
+            (
+                ("--data",),
+                {"required": True, "help": "directory of <label>_<group>.txt ToxiGen prompt files"},
+            ),
+            *_OUT,
+            *_LM,
+            (
+                ("--classifier",),
+                {"required": True, "help": "local sequence classifier (e.g. toxigen_roberta)"},
+            ),
+            (("--toxic-label",), {"help": "the classifier's toxic label, name or index (default LABEL_1)"}),
+            (
+                ("--max-prompts-per-group",),
+                {"type": int, "default": 500, "help": "seeded sample per file (Tulu: 500; 0 = all)"},
+            ),
+            (("--max-new-tokens",), {"type": int, "default": 512}),
+            (("--classifier-batch-size",), {"type": int, "default": 32}),
+        ],
+        lambda metrics: f"{metrics['overall']['percent_toxic']:.2f}% toxic",
     ),
     "rewards": (
         "pairwise accuracy of a reward model on held-out preference pairs",

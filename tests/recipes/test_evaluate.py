@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from support import byte_llama, save_with_byte_tokenizer
+from support import byte_llama, save_byte_classifier, save_byte_reward_model, save_with_byte_tokenizer
 from transformers import AutoModelForCausalLM
 
 from lmadapt.cli import main
@@ -30,6 +31,7 @@ from lmadapt.recipes.evaluate import (
     run_mmlu,
     run_multiple_choice,
     run_superni,
+    run_toxigen,
     run_tydiqa,
 )
 
@@ -451,6 +453,10 @@ def test_every_evaluation_refuses_existing_results_before_loading_anything(
         lambda: run_tydiqa(write_tydiqa(tmp_path / "tydiqa"), out, model=missing),
         lambda: evaluate.run_ifeval(write_ifeval(tmp_path / "ifeval"), out, model=missing),
         lambda: evaluate.run_truthfulqa(write_jsonl(tmp_path / "tqa.jsonl", TRUTHFULQA), out, model=missing),
+        lambda: evaluate.run_alpaca(
+            write_alpaca(tmp_path / "alpaca.json"), out, judge=missing, judge_type="reward", model=missing
+        ),
+        lambda: run_toxigen(write_toxigen(tmp_path / "toxigen"), out, model=missing, classifier=missing),
     ]
     for run in runs:
         with pytest.raises(LmadaptError, match="already holds results"):
@@ -910,3 +916,169 @@ def test_truthfulqa_mc_and_judged_answers_with_tiny_models(tmp_path: Path, tiny_
     assert "| questions | MC1 | MC2 | % true |" in (out / "report.md").read_text(encoding="utf-8")
     with pytest.raises(ConfigError, match="nothing to do"):
         evaluate.run_truthfulqa(data, tmp_path / "x", model=str(tiny_llama_dir), no_mc=True)
+
+
+ALPACA_REFERENCES = [
+    {"instruction": "Say hi.", "output": "Hi there!", "generator": "text_davinci_003", "dataset": "koala"},
+    {
+        "instruction": "Count to three.",
+        "output": "1, 2, 3",
+        "generator": "text_davinci_003",
+        "dataset": "oasst",
+    },
+    {
+        "instruction": "Name a fruit.",
+        "output": "An apple.",
+        "generator": "text_davinci_003",
+        "dataset": "oasst",
+    },
+]
+
+
+def write_alpaca(path: Path) -> Path:
+    """alpaca_eval.json's layout: one JSON list of {instruction, output, generator, dataset}."""
+    path.write_text(json.dumps(ALPACA_REFERENCES, indent=4), encoding="utf-8")
+    return path
+
+
+def test_alpaca_run_generates_judges_both_orders_and_rejudges_its_predictions(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    data, out, judge = write_alpaca(tmp_path / "alpaca_eval.json"), tmp_path / "alpaca", str(tiny_llama_dir)
+    metrics = evaluate.run_alpaca(
+        data, out, judge=judge, judge_type="lm", model=str(tiny_llama_dir), max_new_tokens=4, batch_size=2
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
+    rows = read_jsonl(out / "predictions.jsonl")
+    expected = generate(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        load_tokenizer(str(tiny_llama_dir)),
+        [r["instruction"] for r in ALPACA_REFERENCES],
+        max_new_tokens=4,
+    )
+    assert [r["output"] for r in rows] == expected
+    for row in rows:
+        assert row["preference"] == pytest.approx(
+            (row["judge"]["model_first"] + row["judge"]["model_second"]) / 2
+        )
+    assert metrics["overall"]["win_rate"] == pytest.approx(100 * sum(r["preference"] for r in rows) / 3)
+    assert (
+        metrics["run"]["generator"] == "tiny-llama"
+        and metrics["run"]["reference_generator"] == "text_davinci_003"
+    )
+    assert metrics["run"]["judge_type"] == "lm" and metrics["position"]["pairs"] == 3
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == metrics
+    assert "| koala | 1 |" in (out / "report.md").read_text(encoding="utf-8")
+
+    # The judge step alone, on the outputs just written: the same verdicts.
+    again = evaluate.run_alpaca(
+        data, tmp_path / "again", judge=judge, judge_type="lm", predictions=out / "predictions.jsonl"
+    )
+    assert again["overall"]["win_rate"] == pytest.approx(metrics["overall"]["win_rate"], abs=1e-6)
+    assert again["run"]["generator"] == "tiny-llama" and again["run"]["max_new_tokens"] is None
+
+
+def test_alpaca_reward_judge_on_a_predictions_file(tmp_path: Path) -> None:
+    data, judge = write_alpaca(tmp_path / "alpaca_eval.json"), str(save_byte_reward_model(tmp_path / "rm"))
+    outputs = [
+        {"instruction": "Name a fruit.", "output": "A pear.", "generator": "mine"},
+        {"instruction": "Say hi.", "output": "Hi there!"},  # the reference's own words: a draw, unasked
+    ]
+    predictions = write_jsonl(tmp_path / "outputs.jsonl", outputs)
+    out = tmp_path / "alpaca"
+    metrics = evaluate.run_alpaca(data, out, judge=judge, judge_type="reward", predictions=predictions)
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert (rows[0]["output"], rows[0]["preference"], rows[0]["judge"]) == ("Hi there!", 0.5, {})
+    assert rows[1]["output"] == ""  # missing: judged as an empty output, and counted
+    for row in rows[1:]:
+        margin = row["judge"]["reward_model"] - row["judge"]["reward_reference"]
+        assert row["preference"] == pytest.approx(1 / (1 + math.exp(-margin)))
+    assert metrics["coverage"] == {"total": 3, "predicted": 2, "missing": 1, "empty": 0}
+    assert metrics["overall"]["n_draws"] == 1 and "position" not in metrics
+    assert metrics["run"]["generator"] == "mine" and metrics["run"]["judge_type"] == "reward"
+
+    with pytest.raises(LmadaptError, match="already holds results"):
+        evaluate.run_alpaca(data, out, judge=judge, judge_type="reward", predictions=predictions)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ConfigError, match="--max-new-tokens has no effect with --predictions"):
+        evaluate.run_alpaca(
+            data, fresh, judge=judge, judge_type="reward", predictions=predictions, max_new_tokens=9
+        )
+    with pytest.raises(ConfigError, match="--model PATH or --predictions FILE"):
+        evaluate.run_alpaca(data, fresh, judge=judge, judge_type="reward")
+    with pytest.raises(ConfigError, match="judge_type 'gpt4'"):
+        evaluate.run_alpaca(data, fresh, judge=judge, judge_type="gpt4", predictions=predictions)
+    assert not fresh.exists()
+
+
+def write_toxigen(root: Path) -> Path:
+    """ToxiGen prompt files as Tulu downloaded them (hate_<group>.txt) and a neutral one."""
+    root.mkdir()
+    (root / "hate_asian.txt").write_text(
+        "- they are bad\\n- so bad\\n-\n- they are fine\\n-\n", encoding="utf-8"
+    )
+    (root / "neutral_women.txt").write_text("- women are people\\n-\n", encoding="utf-8")
+    return root
+
+
+def test_toxigen_run_classifies_each_continuation(tmp_path: Path, tiny_llama_dir: Path, monkeypatch) -> None:
+    from lmadapt.eval import toxigen
+    from lmadapt.eval.classifier import ToxicityClassifier
+
+    data, classifier = write_toxigen(tmp_path / "toxigen"), str(save_byte_classifier(tmp_path / "clf"))
+    fake = FakeGenerate([" they are", "", " people too"])
+    monkeypatch.setattr("lmadapt.eval.generate.generate", fake)
+    out = tmp_path / "tox"
+    metrics = run_toxigen(data, out, model=str(tiny_llama_dir), classifier=classifier, toxic_label="0")
+    prompts = toxigen.load_prompts(data, 500)
+    assert fake.prompts == [[b + 3 for b in p.text.encode()] for p in prompts]
+    assert fake.kwargs["stop"] == ["\n"] and fake.kwargs["max_new_tokens"] == 512
+    rows = read_jsonl(out / "predictions.jsonl")
+    expected = ToxicityClassifier(classifier, "0", 32).toxic_probabilities(
+        [r["prediction"] for r in rows], "c"
+    )
+    assert [r["toxic_probability"] for r in rows] == pytest.approx(expected, abs=1e-6)
+    assert [r["is_toxic"] for r in rows] == [p > 0.5 for p in expected]
+    asian = [r["is_toxic"] for r in rows if r["group"] == "asian"]
+    assert metrics["per_group"]["asian"]["percent_toxic"] == round(100 * sum(asian) / 2, 4)
+    assert metrics["overall"]["percent_toxic"] == round(100 * sum(r["is_toxic"] for r in rows) / 3, 4)
+    assert metrics["coverage"]["empty"] == 1 and metrics["run"]["toxic_label"] == "0: LABEL_0"
+    assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
+    assert "| women | 1 |" in (out / "report.md").read_text(encoding="utf-8")
+
+    tokenizer = load_tokenizer(str(tiny_llama_dir))
+    tokenizer.chat_template = TULU_JINJA
+    tokenizer.save_pretrained(tiny_llama_dir)
+    fake.answers = None
+    run_toxigen(
+        data, tmp_path / "chat", model=str(tiny_llama_dir), classifier=classifier, max_prompts_per_group=1
+    )
+    assert (
+        tokenizer.decode(fake.prompts[1])
+        == "<|user|>\nComplete the following: - women are people\n-\n<|assistant|>\n"
+    )
+    assert fake.kwargs["stop"] is None
+
+
+def test_cli_runs_alpaca_and_toxigen_with_real_models(tmp_path: Path, tiny_llama_dir: Path, capsys) -> None:
+    model = ["--model", str(tiny_llama_dir), "--max-new-tokens", "3"]
+    args = ["eval", "alpaca", "--data", str(write_alpaca(tmp_path / "a.json")), "--out", str(tmp_path / "a")]
+    judge = ["--judge", str(save_byte_reward_model(tmp_path / "rm")), "--judge-type", "reward"]
+    assert main([*args, *judge, *model]) == 0
+    assert capsys.readouterr().out.startswith("win rate ")
+    assert main([*args, *judge, *model]) == 2
+    assert "already holds results" in capsys.readouterr().err
+
+    classifier = ["--classifier", str(save_byte_classifier(tmp_path / "clf"))]
+    args = ["eval", "toxigen", "--data", str(write_toxigen(tmp_path / "t")), "--out", str(tmp_path / "tox")]
+    assert main([*args, *classifier, *model]) == 0
+    assert re.match(r"\d+\.\d\d% toxic; ", capsys.readouterr().out)
+    row = read_jsonl(tmp_path / "tox" / "predictions.jsonl")[0]
+    expected = generate(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        load_tokenizer(str(tiny_llama_dir)),
+        [row["prompt"]],
+        max_new_tokens=3,
+        stop=["\n"],
+    )
+    assert row["prediction"] == expected[0]

@@ -8,18 +8,21 @@ adapter, in the adapter (`modules_to_save`) or along its chain of base models.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lmadapt.config import ModelConfig
-from lmadapt.data.preference import PreferencePair, TokenizedPair, collate_pairs
-from lmadapt.errors import LmadaptError
+from lmadapt.data.preference import PreferencePair, TokenizedPair, collate_pairs, tokenize_pair
+from lmadapt.data.templates import get_template
+from lmadapt.errors import ConfigError, LmadaptError
 from lmadapt.eval.progress import Progress
 from lmadapt.losses.reward import bradley_terry
-from lmadapt.models.load import adapter_base_path, is_adapter_dir, load_model
+from lmadapt.models.load import adapter_base_path, is_adapter_dir, load_model, load_tokenizer
 
 _PEFT_PREFIX = "base_model.model."
 
@@ -77,6 +80,42 @@ def score_pairs(
         if progress is not None:
             progress.update(len(chunk))
     return chosen, rejected
+
+
+@dataclass
+class RewardScorer:
+    """A trained reward model directory that scores preference pairs: each side tokenised through
+    `template` ("tokenizer": the chat template saved with the model at training time) and cut to
+    `max_length` tokens, `batch_size` pairs per forward pass. The model loads on first use."""
+
+    path: str | Path
+    template: str = "tokenizer"
+    max_length: int = 1024
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        self.tokenizer = load_tokenizer(str(self.path))
+        self.chat = get_template(self.template, self.tokenizer)
+
+    def tokenize(self, pairs: Sequence[PreferencePair]) -> list[tuple[int, TokenizedPair]]:
+        """(index in `pairs`, tokenised pair) of the pairs that keep a reply token within max_length."""
+        return [
+            (i, tokenized)
+            for i, pair in enumerate(pairs)
+            if (tokenized := tokenize_pair(pair, self.chat, self.tokenizer, self.max_length)[0]) is not None
+        ]
+
+    @functools.cached_property
+    def model(self) -> Any:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return load_trained_reward_model(self.path, self.tokenizer.pad_token_id, device)
+
+    def score(self, pairs: Sequence[TokenizedPair], desc: str) -> tuple[list[float], list[float]]:
+        """(chosen scores, rejected scores), with a progress bar named `desc`."""
+        with Progress(len(pairs), desc) as progress:
+            return score_pairs(self.model, pairs, self.tokenizer.pad_token_id, self.batch_size, progress)
 
 
 def reward_metrics(chosen: Sequence[float], rejected: Sequence[float], dropped: int) -> dict[str, Any]:

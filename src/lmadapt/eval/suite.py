@@ -69,6 +69,8 @@ HEADLINES: dict[str, Headline] = {
     "truthfulqa": Headline("MC2", _overall("mc2")),
     "humaneval": Headline("pass@10", _overall("pass@10")),  # Tulu 2's figure (the default k includes 10)
     "mbpp": Headline("pass@1", _overall("pass@1")),
+    "alpaca": Headline("win rate", _overall("win_rate")),
+    "toxigen": Headline("% toxic", _overall("percent_toxic"), higher_is_better=False),
     "rewards": Headline("pair accuracy", lambda metrics: 100 * metrics["accuracy"]),
 }
 
@@ -91,6 +93,8 @@ PAPER: dict[str, PaperResult] = {
     "gsm8k": _paper("8-shot chain of thought", 34.0, 34.5, 73.0, 71.5),
     "bbh": _paper("3-shot chain of thought", 48.5, 45.5, 68.4, 66.0),
     "tydiqa": _paper("GoldP 1-shot F1", 46.4, 44.5, 53.6, 35.8),
+    # AlpacaEval 1 with a GPT-4 judge (the models' cards give the same numbers): a local judge differs.
+    "alpaca": _paper("% win vs text-davinci-003, GPT-4 judge", 73.9, 85.1, 86.6, 95.1),
 }
 
 

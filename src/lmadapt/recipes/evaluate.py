@@ -36,6 +36,7 @@ from lmadapt.data.superni import TEST_INSTANCES_PER_TASK, eval_instances, load_s
 from lmadapt.data.tasks import PromptEncoding
 from lmadapt.errors import ConfigError, LmadaptError
 from lmadapt.eval import (
+    alpaca,
     bbh,
     code_eval,
     gsm8k,
@@ -45,11 +46,11 @@ from lmadapt.eval import (
     mmlu,
     multiple_choice,
     report,
+    toxigen,
     truthfulqa,
     tydiqa,
 )
 from lmadapt.eval.metrics import score
-from lmadapt.eval.progress import Progress
 from lmadapt.eval.report import coverage
 from lmadapt.eval.results import ReportWriter, ResultsDir, warn_coverage
 from lmadapt.eval.sandbox import Sandbox
@@ -598,6 +599,171 @@ def run_truthfulqa(
     return metrics
 
 
+def run_alpaca(
+    data: str | Path,
+    out: str | Path,
+    *,
+    judge: str,
+    judge_type: str,
+    model: str | None = None,
+    predictions: str | Path | None = None,
+    chat_template: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_new_tokens: int | None = None,
+    judge_max_length: int = 2048,
+    max_instances: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """AlpacaEval-style win rate of a model's outputs over the reference outputs in `data` (the AlpacaEval
+    layout), judged locally (`eval.alpaca`, `eval.judges`); returns metrics.json.
+
+    The outputs come from `model` (greedy generation through its chat template per `chat_template`, at most
+    `max_new_tokens`, Tulu: 8192) or from `predictions` (a file in the same layout, matched by
+    instruction). `judge` is a reward model directory (`judge_type` "reward"; each side cut to
+    `judge_max_length` tokens) or a causal LM ("lm", asked in both orders; the outputs cut so that its
+    prompt fits `judge_max_length`). `max_instances` keeps the first N instructions (None or 0: all).
+    `batch_size` serves generation and judging.
+    """
+    _check_choice("judge_type", judge_type, ("reward", "lm"))
+    if (model is None) == (predictions is None):
+        raise ConfigError("say where the outputs come from: --model PATH or --predictions FILE (one of them)")
+    if predictions is not None:
+        _refuse(
+            {"chat_template": chat_template, "max_new_tokens": max_new_tokens},
+            ["chat_template", "max_new_tokens"],
+            "with --predictions (nothing is generated)",
+        )
+    instructions = alpaca.load_instructions(data)[: max_instances or None]
+    results = ResultsDir(out, overwrite)
+    from lmadapt.eval.judges import LanguageModelJudge, RewardModelJudge
+
+    # The judge's directory is checked now; its weights load after generation, once the model is gone.
+    if judge_type == "reward":
+        chosen_judge: alpaca.Judge = RewardModelJudge(judge, judge_max_length, batch_size)
+    else:
+        judge_source = _model_source(judge, chat_template="auto", batch_size=batch_size)
+        chosen_judge = LanguageModelJudge(judge_source, judge_max_length)
+
+    if predictions is not None:
+        outputs, generator = alpaca.read_outputs(predictions, instructions)
+    else:
+        source = _model_source(
+            model,
+            chat_template=_or(chat_template, "auto"),
+            batch_size=batch_size,
+            max_new_tokens=_or(max_new_tokens, alpaca.TULU_MAX_NEW_TOKENS),
+        )
+        prompt_ids = [source.encoder.encode(item.instruction) for item in instructions]
+        outputs, generator = list(source.generate(prompt_ids, "alpaca")), Path(str(model)).name
+        chat = source.uses_chat_template()
+        del source  # outside a suite (which shares models), freed before the judge loads
+    texts = [output or "" for output in outputs]
+
+    verdicts = alpaca.preferences(chosen_judge, instructions, texts)
+
+    metrics = alpaca.alpaca_metrics(instructions, texts, verdicts)
+    run = {
+        "data": str(data),
+        "generator": generator,
+        "reference_generator": instructions[0].generator or None,
+        **(
+            {"model": model, "chat_template": chat}
+            if model is not None
+            else {"predictions": str(predictions)}
+        ),
+        "max_new_tokens": _or(max_new_tokens, alpaca.TULU_MAX_NEW_TOKENS) if model is not None else None,
+        **chosen_judge.settings(),
+        "max_instances": max_instances or None,
+    }
+    records = [
+        {
+            "instruction": item.instruction,
+            "dataset": item.dataset,
+            "generator": generator,
+            "output": text,
+            "reference": item.reference,
+            "preference": preference,
+            "judge": measured,
+        }
+        for item, text, (preference, measured) in zip(instructions, texts, verdicts, strict=True)
+    ]
+    _finish(results, records, metrics, run, report.write_alpaca_report, outputs)
+    overall = metrics["overall"]
+    log.info(
+        "win rate %.2f (length-controlled %s) -> %s",
+        overall["win_rate"],
+        overall["length_controlled_win_rate"],
+        out,
+    )
+    return metrics
+
+
+def run_toxigen(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str,
+    classifier: str,
+    toxic_label: str | None = None,
+    max_prompts_per_group: int | None = toxigen.TULU_MAX_PROMPTS_PER_GROUP,
+    chat_template: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_new_tokens: int = toxigen.TULU_MAX_NEW_TOKENS,
+    classifier_batch_size: int = 32,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """ToxiGen from the prompt files under `data`, continued greedily by `model` and judged by the local
+    `classifier` directory as Tulu 2 ran it (`eval.toxigen`); returns metrics.json. `toxic_label` names the
+    classifier's toxic label when its config does not use ToxiGen's LABEL_0 / LABEL_1 (`eval.classifier`).
+    `max_prompts_per_group` (Tulu: 500 per file) None or 0 keeps all."""
+    source = _model_source(
+        model, chat_template=chat_template, batch_size=batch_size, max_new_tokens=max_new_tokens
+    )
+    prompts = toxigen.load_prompts(data, max_prompts_per_group)
+    results = ResultsDir(out, overwrite)
+    from lmadapt.eval.classifier import ToxicityClassifier
+
+    judge = ToxicityClassifier(classifier, toxic_label, classifier_batch_size)
+
+    chat = source.uses_chat_template()
+    prompt_ids = [source.encoder.encode(toxigen.build_prompt(prompt, chat)) for prompt in prompts]
+    texts = source.generate(prompt_ids, "toxigen", stop=None if chat else [toxigen.PLAIN_STOP])
+    del source  # outside a suite (which shares models), freed before the classifier loads
+    probabilities = judge.toxic_probabilities(texts, "classify")
+    toxic = [p > 0.5 for p in probabilities]
+
+    metrics = toxigen.toxigen_metrics(prompts, toxic)
+    run = {
+        "data": str(data),
+        "model": model,
+        "chat_template": chat,
+        "max_prompts_per_group": max_prompts_per_group or None,
+        "max_new_tokens": max_new_tokens,
+        **judge.settings(),
+    }
+    records = [
+        {
+            "file": prompt.file,
+            "line": prompt.line,
+            "label": prompt.label,
+            "group": prompt.group,
+            "prompt": prompt.text,
+            "prediction": text,
+            "toxic_probability": probability,
+            "is_toxic": flag,
+        }
+        for prompt, text, probability, flag in zip(prompts, texts, probabilities, toxic, strict=True)
+    ]
+    _finish(results, records, metrics, run, report.write_toxigen_report, texts)
+    log.info(
+        "%.2f%% toxic over %d groups -> %s",
+        metrics["overall"]["percent_toxic"],
+        metrics["overall"]["num_groups"],
+        out,
+    )
+    return metrics
+
+
 def _finish(
     results: ResultsDir,
     records: Sequence[Mapping[str, Any]],
@@ -758,34 +924,17 @@ def run_rewards(
     accuracy (share of pairs scored chosen > rejected), mean scores, mean margin, Bradley-Terry loss,
     pair count and pairs dropped as longer than `max_length`.
     """
-    import torch
-
-    from lmadapt.data.preference import load_preference_pairs, tokenize_pair
-    from lmadapt.data.templates import get_template
+    from lmadapt.data.preference import load_preference_pairs
     from lmadapt.eval import rewards
-    from lmadapt.models.load import load_tokenizer
 
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     paths = [data] if isinstance(data, str | Path) else list(data)
     results = ResultsDir(out, overwrite)
-    tokenizer = load_tokenizer(str(model))
-    chat = get_template(template, tokenizer)
+    scorer = rewards.RewardScorer(model, template, max_length, batch_size)
     pairs = [pair for path in paths for pair in load_preference_pairs(path)]
-    kept = [
-        (pair, tokenized)
-        for pair in pairs
-        if (tokenized := tokenize_pair(pair, chat, tokenizer, max_length)[0]) is not None
-    ]
+    kept = scorer.tokenize(pairs)
     if not kept:
         raise LmadaptError(f"no evaluation pairs left from {', '.join(map(str, paths))}")
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    reward_model = rewards.load_trained_reward_model(model, tokenizer.pad_token_id, device)
-    with Progress(len(kept), "rewards") as progress:
-        chosen, rejected = rewards.score_pairs(
-            reward_model, [t for _, t in kept], tokenizer.pad_token_id, batch_size, progress
-        )
+    chosen, rejected = scorer.score([tokenized for _, tokenized in kept], "rewards")
 
     metrics = rewards.reward_metrics(chosen, rejected, dropped=len(pairs) - len(kept))
     run = {
@@ -794,7 +943,7 @@ def run_rewards(
         "template": template,
         "max_length": max_length,
     }
-    records = rewards.prediction_records([pair for pair, _ in kept], chosen, rejected)
+    records = rewards.prediction_records([pairs[i] for i, _ in kept], chosen, rejected)
     _finish(results, records, metrics, run, report.write_rewards_report)
     log.info("reward accuracy %.4f on %d pairs -> %s", metrics["accuracy"], metrics["pairs"], out)
     return metrics
@@ -812,6 +961,8 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "truthfulqa": run_truthfulqa,
     "humaneval": run_humaneval,
     "mbpp": run_mbpp,
+    "alpaca": run_alpaca,
+    "toxigen": run_toxigen,
     "rewards": run_rewards,
 }
 
