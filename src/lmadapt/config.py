@@ -114,6 +114,8 @@ class TrainConfig:
     # After SIGTERM/Ctrl-C: seconds to finish the step and checkpoint before stopping at once.
     stop_grace_s: float = 120.0
     keep_last: int = 2
+    # A step whose loss or gradient is NaN/inf is skipped (no update); this many in a row stop the run.
+    max_bad_steps: int = 10
     eval_every: int = 0  # steps; 0 = only at the end (when there is eval data)
     # A suite YAML (`lmadapt eval suite`; its models/out are replaced by the model in training) run at
     # every evaluation (SFT, DPO): results in output_dir/eval_suite/step-N/, headlines logged as suite/NAME.

@@ -1,9 +1,10 @@
 """The training engine shared by every recipe.
 
 `fit` runs AdamW with a warmup schedule, exact token-normalised gradient accumulation, gradient
-clipping, a non-finite-gradient guard, periodic evaluation, atomic checkpoints and exact resume.
-Data order is a pure function of (seed, micro-batch index), so the optimizer step count alone
-fixes the data position and a resumed run sees exactly the batches an uninterrupted one would.
+clipping, a guard that skips steps with a non-finite loss or gradient (train.max_bad_steps in a row
+stop the run), periodic evaluation, atomic checkpoints and exact resume.
+Data order is a pure function of (seed, micro-batch index), so the step count alone (skipped steps
+included) fixes the data position and a resumed run sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from transformers import PreTrainedModel
 
 from lmadapt.config import TrainConfig
 from lmadapt.errors import Interrupted, LmadaptError, Preempted
+from lmadapt.faults import fault
 from lmadapt.store import discard
 from lmadapt.train.batching import BatchPlan, MicroBatchPlan
 from lmadapt.train.checkpoint import (
@@ -47,8 +49,6 @@ from lmadapt.train.preemption import StopRequest
 from lmadapt.train.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger("lmadapt")
-
-MAX_CONSECUTIVE_SKIPS = 10
 
 
 def total_steps(cfg: TrainConfig, n_examples: int, world_size: int) -> int:
@@ -152,28 +152,43 @@ def fit(
                     for j in range(cfg.grad_accum)
                 ]
                 loss_total, units, tokens = accumulate_gradients(model, objective, batches, accelerator)
+                if (injected := fault("step", state.step + 1)) is not None:
+                    loss_total = _inject_non_finite(model, injected, loss_total)
                 max_norm = cfg.max_grad_norm or float("inf")
                 norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
                 # DeepSpeed clips and steps inside backward (its gradient_clipping) and may report no norm.
                 grad_norm = float("nan") if norm is None else float(norm)
-                if norm is None or math.isfinite(grad_norm):
-                    optimizer.step()
-                    consecutive_skips = 0
-                else:
-                    state.skipped_steps += 1
-                    consecutive_skips += 1
-                    log.warning("step %d: non-finite gradient norm, update skipped", state.step + 1)
-                    if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-                        raise LmadaptError(
-                            f"{consecutive_skips} consecutive non-finite gradients; lower train.lr"
-                        )
-                optimizer.zero_grad(set_to_none=True)
+                # Both are already the same on every rank (the loss is summed over ranks, gradients are
+                # all-reduced before the norm), so every rank skips the same steps with no extra collective.
+                finite = math.isfinite(loss_total) and (norm is None or math.isfinite(grad_norm))
                 lr = scheduler.get_last_lr()[0]
-                scheduler.step()
+                if finite:
+                    optimizer.step()
+                    scheduler.step()
+                    state.bad_steps_in_row = 0
+                    state.units += units
+                    state.trained_tokens += tokens
+                else:  # no update: optimizer and schedule stay where they were; the data moves on
+                    state.skipped_steps += 1
+                    state.bad_steps_in_row += 1
+                    log.warning(
+                        "step %d: non-finite %s, update skipped (%d in a row; train.max_bad_steps=%d)",
+                        state.step + 1,
+                        "loss" if not math.isfinite(loss_total) else "gradient norm",
+                        state.bad_steps_in_row,
+                        cfg.max_bad_steps,
+                    )
+                optimizer.zero_grad(set_to_none=True)
                 state.step += 1
-                state.units += units
-                state.trained_tokens += tokens
                 state.elapsed_s = time.perf_counter() - start_time
+                if state.bad_steps_in_row >= max(1, cfg.max_bad_steps):
+                    monitor.close()
+                    first_bad = state.step - state.bad_steps_in_row + 1
+                    raise LmadaptError(
+                        f"steps {first_bad}-{state.step}: {state.bad_steps_in_row} consecutive non-finite "
+                        f"losses or gradients (train.max_bad_steps={cfg.max_bad_steps}), none applied; "
+                        f"{_resume_point(ckpt_root)}; lower train.lr or check the data"
+                    )
                 last_metrics = {"loss": loss_total / max(units, 1), "lr": lr, "grad_norm": grad_norm}
                 log_now = state.step % max(1, cfg.log_every) == 0 or state.step == steps
                 if log_now:  # statistics of the objective's own (DPO rewards, accuracy) since the last log
@@ -181,6 +196,8 @@ def fit(
                 counts = {"trained_tokens": state.trained_tokens}
                 if objective.unit != "tokens":
                     counts[objective.unit] = state.units
+                if state.skipped_steps:
+                    counts["skipped_steps"] = state.skipped_steps
                 monitor.step(state.step, state.trained_tokens, {**last_metrics, **counts}, log_now)
 
                 is_last = state.step == steps
@@ -212,17 +229,27 @@ def fit(
                     )
     except KeyboardInterrupt:
         monitor.close()
-        newest = latest_checkpoint(ckpt_root)
-        where = (
-            f"newest checkpoint {newest.path}; rerun the same command with --resume to continue from it"
-            if newest is not None
-            else "no checkpoint written yet (train.save_every); a rerun starts over"
-        )
-        raise Interrupted(f"interrupted at step {state.step} of {steps}; {where}") from None
+        raise Interrupted(f"interrupted at step {state.step} of {steps}; {_resume_point(ckpt_root)}") from None
     monitor.close()
     if main:
         plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png", title=out_dir.name)
     return FitResult(state, steps, last_metrics, export_state_dict(accelerator, model))
+
+
+def _resume_point(ckpt_root: Path) -> str:
+    newest = latest_checkpoint(ckpt_root)
+    if newest is None:
+        return "no checkpoint written yet (train.save_every); a rerun starts over"
+    return f"newest checkpoint {newest.path}; rerun the same command with --resume to continue from it"
+
+
+def _inject_non_finite(model: torch.nn.Module, action: str, loss_total: float) -> float:
+    """A fault armed at `step` (lmadapt.faults, tests/faults): "nan-loss" makes the step's summed loss
+    NaN, "inf-grad" one gradient entry +inf. Returns the loss."""
+    if action == "inf-grad":
+        grad = next(p.grad for p in model.parameters() if p.grad is not None)
+        grad.view(-1)[0] = float("inf")
+    return float("nan") if action == "nan-loss" else loss_total
 
 
 def checkpoint(
