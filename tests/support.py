@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import TypeVar
 
@@ -57,3 +58,28 @@ def logged_losses(run_dir: Path) -> list[float]:
     """The training losses logged in a run's metrics.jsonl, in order."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def write_reverse_file(path: Path, n: int, seed: int = 0) -> Path:
+    """Chat data with a learnable rule: the reply reverses the user's word."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6)))
+            messages = [
+                {"role": "user", "content": f"rev {word}"},
+                {"role": "assistant", "content": word[::-1]},
+            ]
+            f.write(json.dumps({"messages": messages}) + "\n")
+    return path
+
+
+def write_pairs_file(path: Path, n: int, seed: int = 0) -> Path:
+    """The chosen reply reverses the user's word; the rejected one echoes it with a suffix."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6)))
+            rejected = word + "xy"[: rng.randint(1, 2)]
+            f.write(json.dumps({"prompt": f"rev {word}", "chosen": word[::-1], "rejected": rejected}) + "\n")
+    return path

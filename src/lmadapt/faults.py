@@ -10,8 +10,9 @@ Mth) time the code passes POINT it performs ACTION. Points are passed in the rea
     step                         an optimizer step, numbered from 1 by the step itself (train/loop.py)
 
 (store kinds: checkpoint, token-cache, reference-logps, hint-modules, hint-pretrained). ACTION is
-`kill` (SIGKILL this process), `enospc` (raise OSError(ENOSPC), a full disk), or one the caller acts on
-(`nan-loss`, `inf-grad` at `step`). Unset, `fault` is one dictionary test: it costs nothing.
+`kill` (SIGKILL this process), `enospc` (raise OSError(ENOSPC), a full disk), `sleep-S` (hold still S
+seconds: a slow disk, so that another process contends), or one the caller acts on (`nan-loss`,
+`inf-grad` at `step`). Unset, `fault` is one dictionary test: it costs nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import errno
 import os
 import re
 import signal
+import time
 from collections import Counter
 
 ENV = "LMADAPT_FAULTS"
@@ -58,4 +60,6 @@ def fault(point: str, occurrence: int | None = None) -> str | None:
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "enospc":
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected at {point})")
+    if action is not None and action.startswith("sleep-"):
+        time.sleep(float(action.removeprefix("sleep-")))
     return action

@@ -139,7 +139,6 @@ def fit(
     main = accelerator.is_main_process
     monitor = Monitor(out_dir, steps, state.step, cfg.progress, enabled=main, unit=objective.unit)
     monitor.reset_rate(state.trained_tokens)
-    consecutive_skips = 0
     start_time = time.perf_counter() - state.elapsed_s
     last_metrics: dict[str, float] = {}
     model.train()
@@ -229,7 +228,8 @@ def fit(
                     )
     except KeyboardInterrupt:
         monitor.close()
-        raise Interrupted(f"interrupted at step {state.step} of {steps}; {_resume_point(ckpt_root)}") from None
+        where = _resume_point(ckpt_root)
+        raise Interrupted(f"interrupted at step {state.step} of {steps}; {where}") from None
     monitor.close()
     if main:
         plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png", title=out_dir.name)
