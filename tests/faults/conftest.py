@@ -32,9 +32,9 @@ def straight(inputs) -> Callable[[Recipe], Path]:
 
     def run(recipe: Recipe) -> Path:
         if recipe.command not in done:
-            done[recipe.command] = recipe.run(
-                recipe.config(inputs, inputs.root / f"straight-{recipe.command}")
-            ).out_dir
+            # Each recipe's caches beside its run: inputs.root/<command>/cache.
+            cfg = recipe.config(inputs, inputs.root / recipe.command / "straight")
+            done[recipe.command] = recipe.run(cfg).out_dir
         return done[recipe.command]
 
     return run

@@ -45,12 +45,13 @@ class Inputs:
 class Recipe:
     command: str  # `lmadapt COMMAND CONFIG`
     config_cls: type
-    data: Callable[[Inputs], list[str]]  # the overrides that point the config at its model and data
+    # The overrides that point the config at its model and data (caches beside the run directory).
+    data: Callable[[Inputs, Path], list[str]]
     run: Callable[[Any], Any]  # the recipe in this process (the uninterrupted reference runs)
     weights: tuple[str, ...]  # output files compared bit for bit
 
     def config(self, inputs: Inputs, out: Path, *overrides: str) -> Any:
-        return load_config(self.config_cls, None, [*self.data(inputs), *_train(out), *overrides])
+        return load_config(self.config_cls, None, [*self.data(inputs, out), *_train(out), *overrides])
 
 
 def _train(out: Path) -> list[str]:
@@ -68,20 +69,20 @@ def _train(out: Path) -> list[str]:
     ]
 
 
-def _chat(inputs: Inputs) -> list[str]:
+def _chat(inputs: Inputs, out: Path, data: Path | None = None) -> list[str]:
     return [
         f"model.path={inputs.model}",
-        f"data.sources.0.path={inputs.chat}",
-        f"data.cache_dir={inputs.root / 'cache'}",
+        f"data.sources.0.path={data or inputs.chat}",
+        f"data.cache_dir={out.parent / 'cache'}",
         "data.max_length=48",
     ]
 
 
-def _pairs(inputs: Inputs) -> list[str]:
-    return [*_chat(inputs)[:1], f"data.sources.0.path={inputs.pairs}", *_chat(inputs)[2:]]
+def _pairs(inputs: Inputs, out: Path) -> list[str]:
+    return _chat(inputs, out, inputs.pairs)
 
 
-def _hint(inputs: Inputs) -> list[str]:
+def _hint(inputs: Inputs, out: Path) -> list[str]:
     return [
         f"model.path={inputs.model}",
         f"data.superni={inputs.superni}",
