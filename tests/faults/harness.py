@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -180,3 +181,23 @@ def truncate(path: Path) -> None:
 
 
 DAMAGES = {"flip": flip_a_bit, "truncate": truncate}
+
+
+def torchrun(*args: str, faults: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
+    """`lmadapt ARGS` as two CPU processes (torchrun, gloo); every rank gets LMADAPT_FAULTS=`faults`."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.Popen(
+        [*launcher, "-m", "lmadapt", *map(str, args)],
+        env=fault_env(faults),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # a hung launch must not outlive the test
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
