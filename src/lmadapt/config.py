@@ -42,7 +42,10 @@ class ModelConfig:
     tokenizer: str = ""  # defaults to `path`
     kind: Literal["auto", "causal", "seq2seq"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run Python files shipped with the model (only when asked)
+    # Load pickled weights (pytorch_model.bin, adapter_model.bin) when a directory has no safetensors:
+    # unpickling can run code from the file, so only for files you trust.
+    allow_pickle: bool = False
     # "auto": transformers' default for the model (SDPA where supported); flash_attention_2 needs a GPU
     # and the flash-attn package.
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
