@@ -67,6 +67,12 @@ class Entry:
     meta: dict[str, Any]
 
 
+def is_plain_name(name: str) -> bool:
+    """Whether `name` names something directly inside one directory: joined to it, it can never point
+    elsewhere (no separator, not '.', '..', empty, absolute or NUL). For names read from data files."""
+    return name not in ("", ".", "..") and not any(c in name for c in ("/", "\\", "\0"))
+
+
 def content_digest(path: str | Path) -> str:
     """sha256 of a file's bytes, or of every file (relative path + bytes) under a directory."""
     path = Path(path)
@@ -179,7 +185,7 @@ def open_entry(path: str | Path, kind: str, version: int) -> Entry:
         )
     for name, expected in body["files"].items():
         file = path / name
-        if Path(name).name != name or name == MANIFEST:
+        if not is_plain_name(name) or name == MANIFEST:
             raise CorruptEntry(f"{path}: {MANIFEST} names an invalid file {name!r}")
         if not file.is_file():
             raise CorruptEntry(f"{path}: {name} is missing")
