@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -12,7 +10,14 @@ from typing import Any
 
 import pytest
 import torch
-from support import byte_llama, byte_t5, save_with_byte_tokenizer
+from support import (
+    byte_llama,
+    byte_t5,
+    save_with_byte_tokenizer,
+    write_pairs_file,
+    write_prompts_file,
+    write_reverse_file,
+)
 
 from lmadapt.train.checkpoint import latest_checkpoint
 
@@ -66,51 +71,16 @@ def resume_cli():
     return resume
 
 
-def _write_reverse_data(path: Path, n: int, seed: int = 0) -> Path:
-    """Chat data with a learnable rule: the reply reverses the user's word."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        for _ in range(n):
-            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6)))
-            messages = [
-                {"role": "user", "content": f"rev {word}"},
-                {"role": "assistant", "content": word[::-1]},
-            ]
-            f.write(json.dumps({"messages": messages}) + "\n")
-    return path
-
-
-def _write_pairs(path: Path, n: int, seed: int = 0) -> Path:
-    """The chosen reply reverses the user's word; the rejected one echoes it with a suffix."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        for _ in range(n):
-            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6)))
-            rejected = word + "xy"[: rng.randint(1, 2)]
-            f.write(json.dumps({"prompt": f"rev {word}", "chosen": word[::-1], "rejected": rejected}) + "\n")
-    return path
-
-
 @pytest.fixture(scope="session")
 def write_pairs():
     """write_pairs(path, n, seed=0) -> path of a JSONL of preference pairs with a learnable rule."""
-    return _write_pairs
-
-
-def _write_prompts(path: Path, n: int, seed: int = 0) -> Path:
-    """Online-RL prompts with ground truth: reverse a short word."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        for _ in range(n):
-            word = "".join(rng.choice("abc") for _ in range(rng.randint(2, 4)))
-            f.write(json.dumps({"prompt": f"rev {word}", "ground_truth": word[::-1]}) + "\n")
-    return path
+    return write_pairs_file
 
 
 @pytest.fixture
 def write_prompts():
     """write_prompts(path, n, seed=0) -> path of a JSONL of RL prompts with ground truth."""
-    return _write_prompts
+    return write_prompts_file
 
 
 @pytest.fixture
@@ -129,7 +99,7 @@ def graded_verifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def write_reverse_data():
-    return _write_reverse_data
+    return write_reverse_file
 
 
 @pytest.fixture

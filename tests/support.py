@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
@@ -136,3 +137,38 @@ def require_trl() -> ModuleType:
             pytest.skip("trl is not installed (LMADAPT_ALLOW_SKIP_PARITY=1)")
         pytest.fail("trl is not installed: install the dev extra, or set LMADAPT_ALLOW_SKIP_PARITY=1 to skip")
     return trl
+
+
+def write_reverse_file(path: Path, n: int, seed: int = 0) -> Path:
+    """Chat data with a learnable rule: the reply reverses the user's word."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6)))
+            messages = [
+                {"role": "user", "content": f"rev {word}"},
+                {"role": "assistant", "content": word[::-1]},
+            ]
+            f.write(json.dumps({"messages": messages}) + "\n")
+    return path
+
+
+def write_pairs_file(path: Path, n: int, seed: int = 0) -> Path:
+    """The chosen reply reverses the user's word; the rejected one echoes it with a suffix."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6)))
+            rejected = word + "xy"[: rng.randint(1, 2)]
+            f.write(json.dumps({"prompt": f"rev {word}", "chosen": word[::-1], "rejected": rejected}) + "\n")
+    return path
+
+
+def write_prompts_file(path: Path, n: int, seed: int = 0) -> Path:
+    """Online-RL prompts with ground truth: reverse a short word."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            word = "".join(rng.choice("abc") for _ in range(rng.randint(2, 4)))
+            f.write(json.dumps({"prompt": f"rev {word}", "ground_truth": word[::-1]}) + "\n")
+    return path

@@ -42,7 +42,10 @@ class ModelConfig:
     tokenizer: str = ""  # defaults to `path`
     kind: Literal["auto", "causal", "seq2seq"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run Python files shipped with the model (only when asked)
+    # Load pickled weights (pytorch_model.bin, adapter_model.bin) when a directory has no safetensors:
+    # unpickling can run code from the file, so only for files you trust.
+    allow_pickle: bool = False
     # "auto": transformers' default for the model (SDPA where supported); flash_attention_2 needs a GPU
     # and the flash-attn package.
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
@@ -114,6 +117,8 @@ class TrainConfig:
     # After SIGTERM/Ctrl-C: seconds to finish the step and checkpoint before stopping at once.
     stop_grace_s: float = 120.0
     keep_last: int = 2
+    # A step whose loss or gradient is NaN/inf is skipped (no update); this many in a row stop the run.
+    max_bad_steps: int = 10
     eval_every: int = 0  # steps; 0 = only at the end (when there is eval data)
     # A suite YAML (`lmadapt eval suite`; its models/out are replaced by the model in training) run at
     # every evaluation (SFT, DPO): results in output_dir/eval_suite/step-N/, headlines logged as suite/NAME.

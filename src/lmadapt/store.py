@@ -19,6 +19,7 @@ the next time an entry is written beside them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -35,6 +36,7 @@ from typing import Any, TypeVar
 from safetensors import SafetensorError
 
 from lmadapt.errors import LmadaptError
+from lmadapt.faults import fault
 
 log = logging.getLogger("lmadapt")
 
@@ -50,12 +52,25 @@ class CorruptEntry(LmadaptError):
     """An entry that is incomplete, damaged, or not the kind/version/key it is read as."""
 
 
+class StoreFull(LmadaptError):
+    """The disk (or quota, or file-size limit) ran out while an entry was written; nothing was stored."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 @dataclass(frozen=True)
 class Entry:
     """A verified entry: every file under `path` matches the manifest. `meta` is the caller's metadata."""
 
     path: Path
     meta: dict[str, Any]
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether `name` names something directly inside one directory: joined to it, it can never point
+    elsewhere (no separator, not '.', '..', empty, absolute or NUL). For names read from data files."""
+    return name not in ("", ".", "..") and not any(c in name for c in ("/", "\\", "\0"))
 
 
 def content_digest(path: str | Path) -> str:
@@ -92,6 +107,7 @@ def write_entry(
     staged.mkdir()
     try:
         meta = write_files(staged)
+        fault(f"{kind}/staged")
         files = {}
         for file in sorted(staged.iterdir()):
             if not file.is_file():
@@ -113,16 +129,37 @@ def write_entry(
                 log.info("%s was stored meanwhile by another process; keeping that copy", path)
                 return Entry(path, meta)
             discard(path)
+        fault(f"{kind}/before-rename")
         try:
             os.rename(staged, path)
         except OSError:  # another process renamed the same key into place first
             if replace or not path.is_dir():
                 raise
             log.info("%s was stored meanwhile by another process; keeping that copy", path)
+        fault(f"{kind}/after-rename")
         _fsync(path.parent)
         return Entry(path, meta)
+    except (OSError, SafetensorError) as e:
+        if not is_disk_full(e):
+            raise
+        raise StoreFull(
+            f"{kind} {path}: {_reason(e)} while writing it; nothing of it was stored and earlier entries "
+            "are intact: free space, then rerun (a training run: with --resume)"
+        ) from None
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether `e` says the disk, a quota or the file-size limit ran out (safetensors reports the OS
+    error only in its message)."""
+    if isinstance(e, OSError):
+        return e.errno in _FULL
+    return any(f"(os error {code})" in str(e) for code in _FULL)
+
+
+def _reason(e: BaseException) -> str:
+    return e.strerror or str(e) if isinstance(e, OSError) else str(e).splitlines()[0]
 
 
 def open_entry(path: str | Path, kind: str, version: int) -> Entry:
@@ -148,7 +185,7 @@ def open_entry(path: str | Path, kind: str, version: int) -> Entry:
         )
     for name, expected in body["files"].items():
         file = path / name
-        if Path(name).name != name or name == MANIFEST:
+        if not is_plain_name(name) or name == MANIFEST:
             raise CorruptEntry(f"{path}: {MANIFEST} names an invalid file {name!r}")
         if not file.is_file():
             raise CorruptEntry(f"{path}: {name} is missing")

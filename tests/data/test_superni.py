@@ -240,3 +240,14 @@ def test_real_sample_test_split_counts() -> None:
     assert len({x.id for x in instances}) == 10_930
     assert {x.track for x in instances} == {"default"}
     assert len({x.category for x in instances}) == 12
+
+
+@pytest.mark.parametrize("name", ["../outside", "/abs/outside", "sub/../../outside", "..", "a\\b"])
+def test_task_names_cannot_reach_outside_the_tasks_directory(tmp_path: Path, name: str) -> None:
+    root = write_clone(tmp_path / "ni", {"test": [make_task("task1_a", 2)]})
+    # A valid task file where each name would lead without the check.
+    save_task_json(make_task("outside", 2), tmp_path / "outside.json")
+    save_task_json(make_task("outside", 2), root / "outside.json")
+    (root / "splits" / "default" / "test_tasks.txt").write_text(f"task1_a\n{name}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"test_tasks\.txt:2: task name .* is not a plain file name"):
+        load_split_tasks(root, "default", "test")

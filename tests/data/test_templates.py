@@ -145,3 +145,25 @@ def test_random_conversations_match_reference_strings(tokenizer):
             segments = template.segments(messages)
             assert "".join(text for text, _ in segments) == template.render(messages)
             assert [text for text, trained in segments if trained] == [reply + end for reply in replies]
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.popen('touch MARKER').read() }}",
+        "{{ messages.__class__.__init__.__globals__['sys'].modules['os'].system('touch MARKER') }}",
+        "{% set x = namespace() %}{{ x.__class__.__init__.__globals__['os'].system('touch MARKER') }}",
+    ],
+)
+def test_a_malicious_chat_template_runs_sandboxed(tokenizer, tmp_path, attack):
+    """A tokenizer's own template is untrusted input: rendering (transformers' apply_chat_template, in
+    jinja2's ImmutableSandboxedEnvironment) refuses attribute access that leads to Python internals."""
+    marker = tmp_path / "pwned"
+    tokenizer.chat_template = (
+        attack.replace("MARKER", str(marker)) + "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    with pytest.raises(LmadaptError, match="failed to render") as excinfo:
+        get_template("tokenizer", tokenizer).render(CONVERSATION)
+    assert "\n" not in str(excinfo.value)
+    assert not marker.exists()

@@ -27,12 +27,64 @@ def test_directory_without_config_or_adapter(tmp_path):
     assert "neither config.json" in _one_line(excinfo)
 
 
-def test_config_without_safetensors_weights_names_pickles(chat_model_dir):
-    for weights in chat_model_dir.glob("*.safetensors"):
-        weights.rename(weights.with_suffix(".bin"))
+def _pickled(model_dir, name: str) -> None:
+    """Replace the safetensors weights of `model_dir` by the same tensors pickled as `name`."""
+    from safetensors.torch import load_file
+
+    (weights,) = model_dir.glob("*.safetensors")
+    torch.save(load_file(str(weights)), model_dir / name)
+    weights.unlink()
+
+
+def test_pickled_weights_are_refused_unless_allowed_and_the_message_says_why(chat_model_dir):
+    expected = load_model(ModelConfig(path=str(chat_model_dir)))[0].state_dict()
+    _pickled(chat_model_dir, "pytorch_model.bin")
     with pytest.raises(LmadaptError) as excinfo:
         load_model(ModelConfig(path=str(chat_model_dir)))
-    assert "no .safetensors weights" in _one_line(excinfo) and "pickled" in str(excinfo.value)
+    message = _one_line(excinfo)
+    assert (
+        "pytorch_model.bin" in message and "can run any code" in message and "model.allow_pickle" in message
+    )
+    loaded = load_model(ModelConfig(path=str(chat_model_dir), allow_pickle=True))[0].state_dict()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize("name", ["model.ckpt", "weights.pt"])
+def test_other_pickle_files_are_named_too(chat_model_dir, name):
+    _pickled(chat_model_dir, name)
+    with pytest.raises(LmadaptError, match=rf"only pickled ones \({name}\).*can run any code"):
+        load_model(ModelConfig(path=str(chat_model_dir)))
+
+
+def test_a_pickled_adapter_is_refused_unless_allowed(adapter, chat_model_dir):
+    _pickled(adapter, "adapter_model.bin")
+    with pytest.raises(LmadaptError, match=r"adapter_model\.bin.*can run any code"):
+        load_model(ModelConfig(path=str(adapter)))
+    assert load_model(ModelConfig(path=str(adapter), allow_pickle=True))[1] == "causal"
+
+
+def test_code_shipped_with_a_model_never_runs_unless_asked(chat_model_dir, tmp_path):
+    marker = tmp_path / "ran"
+    (chat_model_dir / "evil.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('pwned')\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        "class EvilConfig(LlamaConfig):\n    model_type = 'evil'\n"
+        "class EvilModel(LlamaForCausalLM):\n    config_class = EvilConfig\n"
+    )
+    config = json.loads((chat_model_dir / "config.json").read_text())
+    auto_map = {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}
+    (chat_model_dir / "config.json").write_text(
+        json.dumps({**config, "model_type": "evil", "auto_map": auto_map})
+    )
+    with pytest.raises(LmadaptError) as excinfo:
+        load_model(ModelConfig(path=str(chat_model_dir)))  # trust_remote_code defaults to False
+    assert "ships its own Python code" in _one_line(excinfo) and "model.trust_remote_code=true" in str(
+        excinfo.value
+    )
+    assert not marker.exists()
+    with pytest.raises(LmadaptError, match="ships its own Python code"):
+        load_model(ModelConfig(path=str(chat_model_dir), kind="causal"))  # the model class, not the config
+    assert not marker.exists()
 
 
 def test_a_directory_that_is_not_a_tokenizer(tmp_path, chat_model_dir):

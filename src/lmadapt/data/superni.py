@@ -16,6 +16,7 @@ from typing import Literal
 
 from lmadapt.data.tasks import PromptEncoding, Task, encode_instruction, encode_prompt, load_task_json
 from lmadapt.errors import DataError, LmadaptError
+from lmadapt.store import is_plain_name
 
 SPLITS = ("default", "xlingual")
 TEST_INSTANCES_PER_TASK = 100
@@ -69,6 +70,14 @@ def read_task_list(path: str | Path) -> list[tuple[int, str]]:
         name = line.strip().removesuffix(".json")
         if not name:
             continue
+        if not is_plain_name(name):
+            raise DataError(
+                path,
+                number,
+                None,
+                f"task name {name!r} is not a plain file name (task files are read from "
+                "the clone's tasks/ directory only, so no '/', '..' or absolute path)",
+            )
         if name in seen:
             raise DataError(path, number, None, f"task {name!r} is listed twice (first on line {seen[name]})")
         seen[name] = number

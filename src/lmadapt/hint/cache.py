@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from lmadapt.hint.data import tokenize_instruction
 from lmadapt.hint.modules import GeneratedModules
 from lmadapt.hint.run import HintRun
-from lmadapt.store import CorruptEntry, Entry, load_or_build, open_entry, write_entry
+from lmadapt.store import CorruptEntry, Entry, StoreFull, load_or_build, open_entry, write_entry
 
 log = logging.getLogger("lmadapt")
 
@@ -86,7 +86,7 @@ def load_modules(
 
 def compile_instruction(run: HintRun, instruction: str, out_dir: str | Path | None = None) -> Path:
     """Compile `instruction` into `out_dir` (default: the run's module cache); returns its entry directory."""
-    cache = ModuleCache(run, out_dir)
+    cache = ModuleCache(run, out_dir, required=True)
     cache.get(instruction)
     return cache.path(instruction)
 
@@ -94,14 +94,18 @@ def compile_instruction(run: HintRun, instruction: str, out_dir: str | Path | No
 class ModuleCache:
     """A run's compiled instructions: on disk under `directory` (default RUN/modules/) and in memory.
 
-    With `persist=False`, or when the directory cannot be written, compiled modules stay in memory.
+    With `persist=False`, or when the directory cannot be written (or the disk is full), compiled modules
+    stay in memory; with `required=True` (compiling is the point) that is an error instead.
     `compiled` counts hypernetwork passes made by this cache (misses).
     """
 
-    def __init__(self, run: HintRun, directory: str | Path | None = None, persist: bool = True):
+    def __init__(
+        self, run: HintRun, directory: str | Path | None = None, persist: bool = True, required: bool = False
+    ):
         self.run = run
         self.directory = Path(directory) if directory is not None else run.module_dir
         self.persist = persist
+        self.required = required
         self.compiled = 0
         self._memory: dict[str, GeneratedModules] = {}
 
@@ -145,7 +149,9 @@ class ModuleCache:
                 load,
             )
             return modules
-        except OSError as err:
+        except (OSError, StoreFull) as err:
+            if self.required:
+                raise
             log.warning(
                 "cannot write compiled modules to %s (%s); keeping them in memory", self.directory, err
             )

@@ -89,24 +89,34 @@ def adapter_head(adapter_dir: str | Path) -> ModelHead:
     return "score" if task == "SEQ_CLS" else "lm"
 
 
-def check_model_dir(path: str | Path) -> Path:
-    """The absolute model directory, after checking it holds a model (config + safetensors) or an adapter."""
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def check_model_dir(path: str | Path, allow_pickle: bool = False) -> Path:
+    """The absolute model directory, after checking it holds a model (config + weights) or an adapter.
+
+    Weights are read from safetensors. A directory with only pickled weights is refused unless
+    `allow_pickle`: unpickling a file can run any code it carries.
+    """
     directory = local_dir(path, "model path")
-    if (directory / ADAPTER_CONFIG).is_file():
-        return directory
-    if not (directory / "config.json").is_file():
+    adapter = (directory / ADAPTER_CONFIG).is_file()
+    if not adapter and not (directory / "config.json").is_file():
         raise LmadaptError(
             f"model path '{path}' has neither config.json (a model) nor {ADAPTER_CONFIG} (a PEFT adapter)"
         )
-    if not any(directory.glob("*.safetensors")):
-        pickled = any(directory.glob("*.bin")) or any(directory.glob("*.pt"))
-        why = (
-            "; it has pickled .bin/.pt weights, which lmadapt never loads (re-save them with "
-            "save_pretrained(..., safe_serialization=True))"
-            if pickled
-            else ""
+    if any(directory.glob("*.safetensors")) or (adapter and not (directory / "adapter_model.bin").is_file()):
+        return directory  # (an adapter without weights: PEFT names what is missing)
+    pickled = sorted(p.name for pattern in PICKLE_PATTERNS for p in directory.glob(pattern))
+    if not pickled:
+        raise LmadaptError(f"model path '{path}' has config.json but no .safetensors weights")
+    if not allow_pickle:
+        raise LmadaptError(
+            f"model path '{path}' has no .safetensors weights, only pickled ones ({', '.join(pickled[:3])}); "
+            "lmadapt does not unpickle by default because loading a pickle can run any code in it: re-save "
+            "them with save_pretrained(..., safe_serialization=True), or set model.allow_pickle=true if you "
+            "trust the file"
         )
-        raise LmadaptError(f"model path '{path}' has config.json but no .safetensors weights{why}")
+    log.warning("model path %s: loading pickled weights (model.allow_pickle=true)", path)
     return directory
 
 
@@ -124,11 +134,21 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
             directory, local_files_only=True, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError, TypeError) as e:
-        raise LmadaptError(f"cannot load a tokenizer from '{path}': {first_line(e)}") from None
+        raise _refusal("load a tokenizer from", path, e) from None
     if tok.pad_token is None:
         # Padding positions are masked out everywhere, so any id works; eos is the usual choice.
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _refusal(what: str, path: str | Path, e: BaseException) -> LmadaptError:
+    """A loading error as one line; code shipped with the model that was not trusted says how to allow it."""
+    if "custom code" in str(e):
+        return LmadaptError(
+            f"'{path}' ships its own Python code (auto_map), which lmadapt runs only with "
+            "model.trust_remote_code=true: set it only if you trust that code"
+        )
+    return LmadaptError(f"cannot {what} '{path}': {first_line(e)}")
 
 
 def first_line(e: BaseException) -> str:
@@ -137,7 +157,7 @@ def first_line(e: BaseException) -> str:
 
 
 def detect_kind(path: str | Path, trust_remote_code: bool = False) -> ModelKind:
-    directory = check_model_dir(path)
+    directory = local_dir(path, "model path")
     if is_adapter_dir(directory):
         return detect_kind(adapter_base_path(directory), trust_remote_code)
     try:
@@ -145,7 +165,7 @@ def detect_kind(path: str | Path, trust_remote_code: bool = False) -> ModelKind:
             directory, local_files_only=True, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as e:
-        raise LmadaptError(f"cannot read the model config in '{path}': {first_line(e)}") from None
+        raise _refusal("read the model config in", path, e) from None
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
@@ -161,11 +181,12 @@ def load_model(
 ) -> tuple[PreTrainedModel, ModelKind]:
     """Load a model, or a PEFT adapter merged into its base, from a local directory.
 
-    Weights are read from safetensors only (never unpickled). `device` only picks the dtype ("auto"):
-    the model is returned on the CPU and callers move it.
+    Weights are read from safetensors (pickles only with `cfg.allow_pickle`: check_model_dir), Python
+    files shipped with the model run only with `cfg.trust_remote_code`. `device` only picks the dtype
+    ("auto"): the model is returned on the CPU and callers move it.
     """
     device = device or torch.device("cpu")
-    directory = check_model_dir(cfg.path)
+    directory = check_model_dir(cfg.path, cfg.allow_pickle)
     if is_adapter_dir(directory):
         return _load_merged_adapter(cfg, directory, device, head)
     kind: ModelKind = detect_kind(directory, cfg.trust_remote_code) if cfg.kind == "auto" else cfg.kind
@@ -177,14 +198,15 @@ def load_model(
         model = auto_cls.from_pretrained(
             directory,
             local_files_only=True,
-            use_safetensors=True,
+            # None: safetensors when there are any, else the pickles check_model_dir let through
+            use_safetensors=True if not cfg.allow_pickle else None,
             dtype=resolve_dtype(cfg.dtype, device),
             trust_remote_code=cfg.trust_remote_code,
             attn_implementation=None if cfg.attn_implementation == "auto" else cfg.attn_implementation,
             **extra,
         )
     except (OSError, ValueError, ImportError, SafetensorError) as e:
-        raise LmadaptError(f"cannot load a model from '{cfg.path}': {first_line(e)}") from None
+        raise _refusal("load a model from", cfg.path, e) from None
     return model, kind
 
 

@@ -36,7 +36,15 @@ from lmadapt.rl.rewards import RewardFn, score_completions
 from lmadapt.rl.rollout import RolloutBackend, Rollouts
 from lmadapt.train.batching import BatchPlan
 from lmadapt.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint
-from lmadapt.train.loop import FitResult, accumulate_gradients, checkpoint, interrupted, optimizer_step
+from lmadapt.train.loop import (
+    FitResult,
+    accumulate_gradients,
+    checkpoint,
+    count_update,
+    interrupted,
+    optimizer_step,
+    too_many_bad_steps,
+)
 from lmadapt.train.monitor import Monitor, plot_curves
 from lmadapt.train.preemption import StopRequest
 from lmadapt.train.schedule import build_optimizer, build_scheduler
@@ -186,21 +194,24 @@ def rl_fit(
                             sampler, first_pass, cfg.rollout.temperature, width, accelerator.device
                         )
                     experience = algorithm.prepare(model, experience, rewards, rollouts)
-                loss_sum, units, tokens, grad_norm = 0.0, 0, 0, float("nan")
+                loss_sum, units, grad_norm = 0.0, 0, float("nan")
                 for rows in schedule:
                     batches = micro_batches(experience, rows, train.batch_size)
                     loss, n_units, n_tokens = accumulate_gradients(model, algorithm, batches, accelerator)
-                    grad_norm, stepped = optimizer_step(model, optimizer, accelerator, train.max_grad_norm)
-                    if not stepped:
-                        state.skipped_steps += 1
-                        log.warning("step %d: non-finite gradient norm, update skipped", state.step + 1)
-                    scheduler.step()
-                    loss_sum, units, tokens = loss_sum + loss, units + n_units, tokens + n_tokens
+                    grad_norm, stepped = optimizer_step(
+                        model, optimizer, scheduler, accelerator, train.max_grad_norm, loss
+                    )
+                    count_update(state, stepped, loss, train.max_bad_steps)
+                    loss_sum, units = loss_sum + loss, units + n_units
+                    if stepped:
+                        state.units += n_units
+                        state.trained_tokens += n_tokens
                 updated = time.perf_counter()
                 state.step += 1
-                state.units += units
-                state.trained_tokens += tokens
                 state.elapsed_s = updated - start_time
+                if state.bad_steps_in_row >= max(1, train.max_bad_steps):
+                    monitor.close()
+                    raise too_many_bad_steps(state, train.max_bad_steps, ckpt_root)
                 last = {
                     "loss": loss_sum / max(units, 1),
                     "lr": scheduler.get_last_lr()[0],

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmadapt.errors import LmadaptError
+from lmadapt.faults import fault
 from lmadapt.store import MANIFEST, CorruptEntry, Entry, discard, open_entry, write_entry
 
 log = logging.getLogger("lmadapt")
@@ -39,10 +40,11 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 @dataclass
 class TrainerState:
-    step: int = 0  # optimizer steps taken; also fixes the data position
+    step: int = 0  # steps taken (skipped ones included); also fixes the data position
     trained_tokens: int = 0  # tokens the loss was computed on
     units: int = 0  # summed objective weight (trained tokens for LM losses, pairs for preferences)
-    skipped_steps: int = 0  # non-finite gradients
+    skipped_steps: int = 0  # steps with a non-finite loss or gradient: no update
+    bad_steps_in_row: int = 0  # of them, the ones just before `step` (train.max_bad_steps aborts)
     elapsed_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -71,6 +73,7 @@ def save_checkpoint(
     def write_files(directory: Path) -> dict[str, Any]:
         if not sharded:
             save_file(trainable_state(model), str(directory / "trainable.safetensors"))
+            fault("checkpoint/between-files")
             opt_tensors, opt_meta = _split_optimizer_state(optimizer.state_dict())
             save_file(opt_tensors, str(directory / "optimizer.safetensors"))
             _write_json(directory / "optimizer.json", opt_meta)

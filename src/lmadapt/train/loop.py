@@ -1,9 +1,10 @@
 """The training engine shared by every recipe.
 
 `fit` runs AdamW with a warmup schedule, exact token-normalised gradient accumulation, gradient
-clipping, a non-finite-gradient guard, periodic evaluation, atomic checkpoints and exact resume.
-Data order is a pure function of (seed, micro-batch index), so the optimizer step count alone
-fixes the data position and a resumed run sees exactly the batches an uninterrupted one would.
+clipping, a guard that skips steps with a non-finite loss or gradient (train.max_bad_steps in a row
+stop the run), periodic evaluation, atomic checkpoints and exact resume.
+Data order is a pure function of (seed, micro-batch index), so the step count alone (skipped steps
+included) fixes the data position and a resumed run sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from transformers import PreTrainedModel
 
 from lmadapt.config import TrainConfig
 from lmadapt.errors import Interrupted, LmadaptError, Preempted
+from lmadapt.faults import fault
 from lmadapt.store import discard
 from lmadapt.train.batching import BatchPlan, MicroBatchPlan
 from lmadapt.train.checkpoint import (
@@ -47,8 +49,6 @@ from lmadapt.train.preemption import StopRequest
 from lmadapt.train.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger("lmadapt")
-
-MAX_CONSECUTIVE_SKIPS = 10
 
 
 def total_steps(cfg: TrainConfig, n_examples: int, world_size: int) -> int:
@@ -139,7 +139,6 @@ def fit(
     main = accelerator.is_main_process
     monitor = Monitor(out_dir, steps, state.step, cfg.progress, enabled=main, unit=objective.unit)
     monitor.reset_rate(state.trained_tokens)
-    consecutive_skips = 0
     start_time = time.perf_counter() - state.elapsed_s
     last_metrics: dict[str, float] = {}
     model.train()
@@ -152,23 +151,22 @@ def fit(
                     for j in range(cfg.grad_accum)
                 ]
                 loss_total, units, tokens = accumulate_gradients(model, objective, batches, accelerator)
-                grad_norm, stepped = optimizer_step(model, optimizer, accelerator, cfg.max_grad_norm)
-                if stepped:
-                    consecutive_skips = 0
-                else:
-                    state.skipped_steps += 1
-                    consecutive_skips += 1
-                    log.warning("step %d: non-finite gradient norm, update skipped", state.step + 1)
-                    if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-                        raise LmadaptError(
-                            f"{consecutive_skips} consecutive non-finite gradients; lower train.lr"
-                        )
+                if (injected := fault("step", state.step + 1)) is not None:
+                    loss_total = _inject_non_finite(model, injected, loss_total)
                 lr = scheduler.get_last_lr()[0]
-                scheduler.step()
+                grad_norm, stepped = optimizer_step(
+                    model, optimizer, scheduler, accelerator, cfg.max_grad_norm, loss_total
+                )
+                if stepped:
+                    state.units += units
+                    state.trained_tokens += tokens
+                count_update(state, stepped, loss_total, cfg.max_bad_steps)
                 state.step += 1
-                state.units += units
-                state.trained_tokens += tokens
                 state.elapsed_s = time.perf_counter() - start_time
+                if state.bad_steps_in_row >= max(1, cfg.max_bad_steps):
+                    monitor.close()
+                    raise too_many_bad_steps(state, cfg.max_bad_steps, ckpt_root)
+                lr = scheduler.get_last_lr()[0]
                 last_metrics = {"loss": loss_total / max(units, 1), "lr": lr, "grad_norm": grad_norm}
                 log_now = state.step % max(1, cfg.log_every) == 0 or state.step == steps
                 if log_now:  # statistics of the objective's own (DPO rewards, accuracy) since the last log
@@ -176,6 +174,8 @@ def fit(
                 counts = {"trained_tokens": state.trained_tokens}
                 if objective.unit != "tokens":
                     counts[objective.unit] = state.units
+                if state.skipped_steps:
+                    counts["skipped_steps"] = state.skipped_steps
                 monitor.step(state.step, state.trained_tokens, {**last_metrics, **counts}, log_now)
 
                 is_last = state.step == steps
@@ -215,18 +215,68 @@ def fit(
 
 
 def optimizer_step(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator, max_grad_norm: float
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    accelerator: Accelerator,
+    max_grad_norm: float,
+    loss_total: float,
 ) -> tuple[float, bool]:
-    """Clip the accumulated gradients (max_grad_norm 0 = no clipping), step unless their norm is not
-    finite, and zero them. Returns (gradient norm, whether the optimizer stepped)."""
+    """Clip the accumulated gradients (max_grad_norm 0 = no clipping); when the loss and their norm are
+    finite, step the optimizer and the schedule (otherwise both stay where they were); zero them.
+    Returns (gradient norm, whether it stepped)."""
     norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
     # DeepSpeed clips and steps inside backward (its gradient_clipping) and may report no norm.
     grad_norm = float("nan") if norm is None else float(norm)
-    stepped = norm is None or math.isfinite(grad_norm)
+    # Both are already the same on every rank (the loss is summed over ranks, gradients are all-reduced
+    # before the norm), so every rank skips the same steps with no extra collective.
+    stepped = math.isfinite(loss_total) and (norm is None or math.isfinite(grad_norm))
     if stepped:
         optimizer.step()
+        scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return grad_norm, stepped
+
+
+def count_update(state: TrainerState, stepped: bool, loss_total: float, max_bad_steps: int) -> None:
+    """Count an update `optimizer_step` applied or skipped (and warn about a skipped one)."""
+    if stepped:
+        state.bad_steps_in_row = 0
+        return
+    state.skipped_steps += 1
+    state.bad_steps_in_row += 1
+    log.warning(
+        "step %d: non-finite %s, update skipped (%d in a row; train.max_bad_steps=%d)",
+        state.step + 1,
+        "loss" if not math.isfinite(loss_total) else "gradient norm",
+        state.bad_steps_in_row,
+        max_bad_steps,
+    )
+
+
+def too_many_bad_steps(state: TrainerState, max_bad_steps: int, ckpt_root: Path) -> LmadaptError:
+    first_bad = state.step - state.bad_steps_in_row + 1
+    return LmadaptError(
+        f"steps {first_bad}-{state.step}: {state.bad_steps_in_row} consecutive non-finite "
+        f"losses or gradients (train.max_bad_steps={max_bad_steps}), none applied; "
+        f"{_resume_point(ckpt_root)}; lower train.lr or check the data"
+    )
+
+
+def _resume_point(ckpt_root: Path) -> str:
+    newest = latest_checkpoint(ckpt_root)
+    if newest is None:
+        return "no checkpoint written yet (train.save_every); a rerun starts over"
+    return f"newest checkpoint {newest.path}; rerun the same command with --resume to continue from it"
+
+
+def _inject_non_finite(model: torch.nn.Module, action: str, loss_total: float) -> float:
+    """A fault armed at `step` (lmadapt.faults, tests/faults): "nan-loss" makes the step's summed loss
+    NaN, "inf-grad" one gradient entry +inf. Returns the loss."""
+    if action == "inf-grad":
+        grad = next(p.grad for p in model.parameters() if p.grad is not None)
+        grad.view(-1)[0] = float("inf")
+    return float("nan") if action == "nan-loss" else loss_total
 
 
 def checkpoint(
@@ -325,13 +375,7 @@ def evaluate(
 
 def interrupted(step: int, steps: int, ckpt_root: Path) -> Interrupted:
     """The error a training loop stopped at once (second signal, Ctrl-C) raises: where it can resume."""
-    newest = latest_checkpoint(ckpt_root)
-    where = (
-        f"newest checkpoint {newest.path}; rerun the same command with --resume to continue from it"
-        if newest is not None
-        else "no checkpoint written yet (train.save_every); a rerun starts over"
-    )
-    return Interrupted(f"interrupted at step {step} of {steps}; {where}")
+    return Interrupted(f"interrupted at step {step} of {steps}; {_resume_point(ckpt_root)}")
 
 
 def _any_rank(accelerator: Accelerator, flag: bool) -> bool:

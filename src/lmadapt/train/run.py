@@ -49,6 +49,7 @@ RESUME_FREE_KEYS = frozenset(
         "save_every",
         "keep_last",
         "stop_grace_s",
+        "max_bad_steps",
     )
 )
 

@@ -1,0 +1,52 @@
+"""Faults in a two-process run (torchrun, gloo on CPU): SFT.
+
+Rank 0 writes the checkpoint entries, so a kill inside a write takes rank 0 down mid-write and the
+launcher the other rank; a full disk fails rank 0 with one line and the launch ends instead of
+leaving rank 1 waiting; bad steps are skipped on both ranks alike.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from faults.harness import RECIPES, SAVE_EVERY, assert_same_weights, torchrun, write_config
+
+from lmadapt.train.checkpoint import latest_checkpoint
+
+pytestmark = pytest.mark.slow
+
+SFT = RECIPES["sft"]
+SKIPPED = "step@3=nan-loss,step@5=inf-grad"
+
+
+def _config(inputs, tmp_path, name):
+    # Two ranks with batch 1 each, random batching: the data order of one process with batch 2.
+    cfg = SFT.config(
+        inputs, tmp_path / name, "train.batch_size=1", "data.batching=random", "train.max_steps=8"
+    )
+    return write_config(cfg, tmp_path / f"{name}.yaml")
+
+
+def test_two_processes_killed_inside_a_checkpoint_write_resume_bit_identical(inputs, tmp_path):
+    point = random.Random("two-process").choice(["between-files", "staged", "before-rename", "after-rename"])
+    straight = torchrun("sft", _config(inputs, tmp_path, "straight"), faults=SKIPPED)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert straight.stderr.count("step 3: non-finite loss, update skipped") == 2  # each rank skips it
+    config = _config(inputs, tmp_path, "run")
+    killed = torchrun("sft", config, faults=f"{SKIPPED},checkpoint/{point}@2=kill")
+    assert killed.returncode != 0
+    expected = 2 * SAVE_EVERY if point == "after-rename" else SAVE_EVERY
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").meta["step"] == expected, point
+    resumed = torchrun("sft", config, "--resume", faults=SKIPPED)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
+    assert_same_weights(SFT, tmp_path / "straight", tmp_path / "run")
+
+
+def test_a_full_disk_on_rank_0_ends_the_whole_launch(inputs, tmp_path):
+    proc = torchrun("sft", _config(inputs, tmp_path, "run"), faults="checkpoint/staged@2=enospc")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("lmadapt: error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], proc.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000002"]
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").meta["step"] == 2
