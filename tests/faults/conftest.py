@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 from faults.harness import Inputs, Recipe
-from support import byte_llama, save_with_byte_tokenizer, write_pairs_file, write_reverse_file
+from support import (
+    byte_llama,
+    save_byte_reward_model,
+    save_with_byte_tokenizer,
+    write_pairs_file,
+    write_prompts_file,
+    write_reverse_file,
+)
 
 from lmadapt.demo.suite import FAMILIES, build_suite, export_superni
 
@@ -22,6 +29,8 @@ def inputs(tmp_path_factory) -> Inputs:
         chat=write_reverse_file(root / "chat.jsonl", 24),
         pairs=write_pairs_file(root / "pairs.jsonl", 24),
         superni=export_superni(suite, root / "suite"),
+        prompts=write_prompts_file(root / "prompts.jsonl", 24),
+        reward_model=save_byte_reward_model(root / "reward-model"),
     )
 
 

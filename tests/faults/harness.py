@@ -23,10 +23,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmadapt.config import DPOConfig, HintConfig, RewardConfig, SFTConfig, load_config, save_config
-from lmadapt.recipes import dpo, hint, reward, sft
+from lmadapt.config import (
+    DPOConfig,
+    GRPOConfig,
+    HintConfig,
+    PPOConfig,
+    RewardConfig,
+    SFTConfig,
+    load_config,
+    save_config,
+)
+from lmadapt.recipes import dpo, grpo, hint, ppo, reward, sft
 
 SRC = str(Path(sft.__file__).resolve().parents[2])
+TESTS = str(Path(__file__).resolve().parents[1])  # so a run in a subprocess imports `graded_reward`
 # Every case trains this long, checkpointing every SAVE_EVERY steps, so a run passes several checkpoints.
 STEPS, SAVE_EVERY = 16, 2
 
@@ -40,6 +50,8 @@ class Inputs:
     chat: Path
     pairs: Path
     superni: Path
+    prompts: Path  # online RL prompts with ground truth
+    reward_model: Path
 
 
 @dataclass(frozen=True)
@@ -50,9 +62,11 @@ class Recipe:
     data: Callable[[Inputs, Path], list[str]]
     run: Callable[[Any], Any]  # the recipe in this process (the uninterrupted reference runs)
     weights: tuple[str, ...]  # output files compared bit for bit
+    online: bool = False  # an RL recipe: accumulates over its rollout batch, not train.grad_accum
 
     def config(self, inputs: Inputs, out: Path, *overrides: str) -> Any:
-        return load_config(self.config_cls, None, [*self.data(inputs, out), *_train(out), *overrides])
+        train = [o for o in _train(out) if not (self.online and o.startswith("train.grad_accum="))]
+        return load_config(self.config_cls, None, [*self.data(inputs, out), *train, *overrides])
 
 
 def _train(out: Path) -> list[str]:
@@ -94,6 +108,35 @@ def _hint(inputs: Inputs, out: Path) -> list[str]:
     ]
 
 
+def graded_reward(completion: str, ground_truth: str) -> float:
+    """A reward a random policy earns in varying amounts, so its GRPO groups carry gradients (exact
+    match would give every completion 0 and leave the weights untouched)."""
+    return sum(ord(c) % 7 for c in completion) / (7 * max(1, len(completion)))
+
+
+def _rl(inputs: Inputs, out: Path) -> list[str]:
+    return [
+        f"model.path={inputs.model}",
+        f"data.sources.0={inputs.prompts}",
+        f"data.cache_dir={out.parent / 'cache'}",
+        "rollout.prompts_per_step=2",
+        "rollout.max_new_tokens=6",
+    ]
+
+
+def _grpo(inputs: Inputs, out: Path) -> list[str]:
+    return [
+        *_rl(inputs, out),
+        "rollout.num_generations=4",
+        "reward.kind=verifier",
+        "reward.verifier=faults.harness:graded_reward",
+    ]
+
+
+def _ppo(inputs: Inputs, out: Path) -> list[str]:
+    return [*_rl(inputs, out), f"ppo.reward_model={inputs.reward_model}"]
+
+
 HF_MODEL = ("model.safetensors",)
 RECIPES = {
     "sft": Recipe("sft", SFTConfig, _chat, sft.run, HF_MODEL),
@@ -102,12 +145,14 @@ RECIPES = {
     "hint": Recipe(
         "hint", HintConfig, _hint, hint.run, ("hypernetwork.safetensors", "model/model.safetensors")
     ),
+    "grpo": Recipe("grpo", GRPOConfig, _grpo, grpo.run, HF_MODEL, online=True),
+    "ppo": Recipe("ppo", PPOConfig, _ppo, ppo.run, HF_MODEL, online=True),
 }
 every_recipe = pytest.mark.parametrize("recipe", list(RECIPES.values()), ids=list(RECIPES))
 
 
 def fault_env(faults: str = "") -> dict[str, str]:
-    path = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)
+    path = os.pathsep.join(p for p in (SRC, TESTS, os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("LMADAPT_FAULTS", None)
     return {**env, "LMADAPT_FAULTS": faults} if faults else env

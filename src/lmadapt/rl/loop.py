@@ -41,6 +41,7 @@ from lmadapt.train.loop import (
     accumulate_gradients,
     checkpoint,
     count_update,
+    injected_fault,
     interrupted,
     optimizer_step,
     too_many_bad_steps,
@@ -198,6 +199,7 @@ def rl_fit(
                 for rows in schedule:
                     batches = micro_batches(experience, rows, train.batch_size)
                     loss, n_units, n_tokens = accumulate_gradients(model, algorithm, batches, accelerator)
+                    loss = injected_fault(model, state.step + 1, loss)
                     grad_norm, stepped = optimizer_step(
                         model, optimizer, scheduler, accelerator, train.max_grad_norm, loss
                     )
@@ -221,6 +223,8 @@ def rl_fit(
                     "rollout_s": rolled - started,
                     "update_s": updated - rolled,
                 }
+                if state.skipped_steps:
+                    last["skipped_steps"] = state.skipped_steps
                 log_now = state.step % max(1, train.log_every) == 0 or state.step == steps
                 monitor.step(state.step, state.trained_tokens, last, log_now)
                 is_last = state.step == steps

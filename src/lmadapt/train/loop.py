@@ -151,8 +151,7 @@ def fit(
                     for j in range(cfg.grad_accum)
                 ]
                 loss_total, units, tokens = accumulate_gradients(model, objective, batches, accelerator)
-                if (injected := fault("step", state.step + 1)) is not None:
-                    loss_total = _inject_non_finite(model, injected, loss_total)
+                loss_total = injected_fault(model, state.step + 1, loss_total)
                 lr = scheduler.get_last_lr()[0]
                 grad_norm, stepped = optimizer_step(
                     model, optimizer, scheduler, accelerator, cfg.max_grad_norm, loss_total
@@ -270,9 +269,11 @@ def _resume_point(ckpt_root: Path) -> str:
     return f"newest checkpoint {newest.path}; rerun the same command with --resume to continue from it"
 
 
-def _inject_non_finite(model: torch.nn.Module, action: str, loss_total: float) -> float:
-    """A fault armed at `step` (lmadapt.faults, tests/faults): "nan-loss" makes the step's summed loss
-    NaN, "inf-grad" one gradient entry +inf. Returns the loss."""
+def injected_fault(model: torch.nn.Module, step: int, loss_total: float) -> float:
+    """The fault tests/faults armed at `step` (lmadapt.faults), after its gradients are accumulated:
+    "kill" ends the process, "nan-loss" makes the summed loss NaN, "inf-grad" one gradient entry +inf.
+    Returns the loss. Unarmed it costs one dictionary test."""
+    action = fault("step", step)
     if action == "inf-grad":
         grad = next(p.grad for p in model.parameters() if p.grad is not None)
         grad.view(-1)[0] = float("inf")
