@@ -12,7 +12,13 @@ from lmadapt.eval.suite import SuiteConfig
 from lmadapt.recipes.eval_suite import check_suite
 from lmadapt.recipes.evaluate import RUNNERS
 
-CONFIG_CLASSES = {"sft": "SFTConfig", "dpo": "DPOConfig", "reward": "RewardConfig", "hint": "HintConfig"}
+CONFIG_CLASSES = {
+    "sft": "SFTConfig",
+    "dpo": "DPOConfig",
+    "reward": "RewardConfig",
+    "hint": "HintConfig",
+    "select": "SelectConfig",
+}
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
