@@ -14,6 +14,7 @@ import pytest
 import torch
 from support import byte_llama, byte_t5, save_with_byte_tokenizer
 
+from lmadapt.config import SelectConfig, load_config
 from lmadapt.train.checkpoint import latest_checkpoint
 
 # Tiny models run faster on one thread, and tests run two at a time (pytest -n 2) on two cores.
@@ -150,3 +151,53 @@ class CountingBuild:
 @pytest.fixture
 def counting_build() -> type[CountingBuild]:
     return CountingBuild
+
+
+# Data selection (tests/selection, tests/recipes/test_select.py)
+_POOL_KINDS = {"rev": "reverse", "cnt": "count", "up": "uppercase"}
+
+
+def _write_pool(path: Path, n: int, seed: int = 0) -> Path:
+    """Chats of three kinds (reverse / count / uppercase a word), each line's kind drawn with `seed`."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            kind = rng.choice(list(_POOL_KINDS))
+            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(3, 6)))
+            reply = {"rev": word[::-1], "cnt": str(len(word)), "up": word.upper()}[kind]
+            f.write(json.dumps({"prompt": f"{_POOL_KINDS[kind]} {word}", "completion": reply}) + "\n")
+    return path
+
+
+@pytest.fixture
+def pool_file(tmp_path: Path) -> Path:
+    return _write_pool(tmp_path / "pool.jsonl", 120)
+
+
+@pytest.fixture
+def select_config(tmp_path: Path, tiny_llama_dir: Path, pool_file: Path):
+    """select_config(*overrides) -> a SelectConfig over the tiny Llama, `pool_file` and a query file of
+    two tasks (reverse: 2 prompts, count: 1)."""
+    queries = tmp_path / "targets.jsonl"
+    rows = [
+        {"input": "reverse abcd", "task": "rev"},
+        {"input": "reverse fedc", "task": "rev"},
+        {"input": "count bead", "task": "cnt"},
+    ]
+    queries.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def make(*overrides: str) -> SelectConfig:
+        base = [
+            f"model.path={tiny_llama_dir}",
+            f"pool.0.path={pool_file}",
+            f"queries.0.path={queries}",
+            "selection.count=20",
+            "selection.chunk_size=32",
+            "selection.batch_size=8",
+            f"selection.cache_dir={tmp_path / 'cache'}",
+            "selection.num_threads=1",
+            f"output={tmp_path / 'selected.jsonl'}",
+        ]
+        return load_config(SelectConfig, None, [*base, *overrides])
+
+    return make
