@@ -469,7 +469,7 @@ class SelectionConfig:
     batch_size: int = 32
     chunk_size: int = 4096  # examples per cached embedding chunk: a killed run loses at most one
     index: Literal["flat", "ivf", "hnsw"] = "flat"  # flat: exact inner product; ivf/hnsw: approximate
-    ivf_lists: int = 0  # IVF cells (0 = 4 sqrt(pool size))
+    ivf_lists: int = 0  # IVF k-means cells (0 = sqrt(pool size): k-means stays cheap at millions)
     ivf_probe: int = 32  # IVF cells searched per query
     hnsw_m: int = 32  # HNSW links per node
     hnsw_ef_search: int = 128  # HNSW search breadth

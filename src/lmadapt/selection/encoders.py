@@ -50,7 +50,7 @@ class Encoder:
     def encode(self, prompts: Sequence[Messages], batch_size: int) -> np.ndarray:
         """[len(prompts), hidden] float32 rows of unit length; batches are formed by length (less padding)."""
         texts = [self.render(messages) for messages in prompts]
-        ids = [self._token_ids(text) for text in texts]
+        ids = [self.token_ids(text) for text in texts]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = np.empty((len(ids), 0), dtype=np.float32)
         for start in range(0, len(order), batch_size):
@@ -68,7 +68,7 @@ class Encoder:
             out[order[start : start + batch_size]] = vectors
         return out
 
-    def _token_ids(self, text: str) -> list[int]:
+    def token_ids(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"]
         if not ids:
             raise LmadaptError(f"a prompt renders to no tokens: {text[:80]!r}")

@@ -16,13 +16,13 @@ import numpy as np
 
 from lmadapt.config import SelectionConfig
 
-IVF_TRAIN_PER_LIST = 64  # k-means training points per cell (FAISS warns below 39)
+IVF_TRAIN_PER_LIST = 50  # k-means training points per cell (FAISS warns below 39; more costs time)
 
 
 @dataclass(frozen=True)
 class IndexSettings:
     kind: str = "flat"  # flat | ivf | hnsw
-    ivf_lists: int = 0  # 0 = 4 sqrt(N)
+    ivf_lists: int = 0  # 0 = sqrt(N)
     ivf_probe: int = 32
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
@@ -53,7 +53,7 @@ def build_index(vectors: np.ndarray, settings: IndexSettings):
         index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = settings.hnsw_ef_search
     else:
-        lists = settings.ivf_lists or max(1, int(4 * math.sqrt(n)))
+        lists = settings.ivf_lists or max(1, round(math.sqrt(n)))
         lists = min(lists, n)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(settings.seed)
