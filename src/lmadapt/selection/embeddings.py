@@ -52,7 +52,7 @@ def embed_pool(
 ) -> np.ndarray:
     """[pool.size, hidden] float32 unit vectors in pool-id order, computed or read chunk by chunk."""
     pool_fingerprint = pool.fingerprint(seed)
-    parts: list[np.ndarray] = []
+    out: np.ndarray | None = None  # filled chunk by chunk (no second copy of the pool's vectors)
     computed = 0
     start = time.perf_counter()
     with Progress(pool.size, f"embedding {pool.size} pool examples ({encoder.method})") as progress:
@@ -76,10 +76,13 @@ def embed_pool(
 
             vectors, hit = load_or_build(Path(cache_dir) / key, KIND, VERSION, build, save, load)
             computed += 0 if hit else len(chunk)
-            parts.append(vectors)
+            if out is None:
+                out = np.empty((pool.size, vectors.shape[1]), dtype=np.float32)
+            first = number * chunk_size
+            out[first : first + len(chunk)] = vectors
             progress.update(len(chunk))
     seconds = time.perf_counter() - start
     if computed:
         log.info("embedded %d examples in %.1f s (%.1f examples/s)", computed, seconds, computed / seconds)
     log.info("%d of %d pool embeddings read from the cache", pool.size - computed, pool.size)
-    return np.concatenate(parts) if parts else np.empty((0, 0), dtype=np.float32)
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,15 @@ from lmadapt.data.cache import tokenizer_fingerprint
 from lmadapt.data.formats import Messages
 from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError, LmadaptError
-from lmadapt.models.load import check_model_dir, first_line, load_model, load_tokenizer, resolve_dtype
+from lmadapt.models.load import (
+    adapter_base_path,
+    check_model_dir,
+    first_line,
+    is_adapter_dir,
+    load_model,
+    load_tokenizer,
+    resolve_dtype,
+)
 from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.selection.pooling import l2_normalize, mean_pool, position_weighted_mean
 from lmadapt.store import content_digest
@@ -110,7 +119,7 @@ def load_encoder(cfg: SelectConfig, device: torch.device | None = None) -> Encod
     description = {
         "version": ENCODER_VERSION,
         "method": sel.method,
-        "model": content_digest(cfg.model.path),
+        "model": _model_digest(cfg.model.path),
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "dtype": cfg.model.dtype,
         "max_length": sel.max_length,
@@ -119,6 +128,12 @@ def load_encoder(cfg: SelectConfig, device: torch.device | None = None) -> Encod
     fingerprint = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
     network.to(device).eval()
     return Encoder(sel.method, network, tokenizer, render, pool, special, sel.max_length, device, fingerprint)
+
+
+def _model_digest(path: str | Path) -> str:
+    """The bytes a model's outputs depend on: its directory, and an adapter's base (and its base...)."""
+    digest = content_digest(path)
+    return digest + _model_digest(adapter_base_path(path)) if is_adapter_dir(path) else digest
 
 
 def _encoder_network(cfg: SelectConfig, device: torch.device) -> torch.nn.Module:
