@@ -15,7 +15,7 @@ PROMPTS = [
 
 
 def test_rds_vectors_equal_an_unbatched_loop_over_the_full_model(select_config, tiny_llama_dir):
-    encoder = load_encoder(select_config())
+    encoder = load_encoder(select_config(), torch.device("cpu"))  # the reference runs on the CPU
     got = encoder.encode(PROMPTS, batch_size=2)  # a padded batch and a single
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
@@ -45,7 +45,8 @@ def test_deft_vectors_equal_sentence_transformers_mean_pooling(tmp_path, select_
     )
     BertModel(config).save_pretrained(tmp_path / "bert")
     ByT5Tokenizer().save_pretrained(tmp_path / "bert")
-    encoder = load_encoder(select_config("selection.method=deft", f"model.path={tmp_path / 'bert'}"))
+    cfg = select_config("selection.method=deft", f"model.path={tmp_path / 'bert'}")
+    encoder = load_encoder(cfg, torch.device("cpu"))
     got = encoder.encode(PROMPTS, batch_size=2)
     peer = st.SentenceTransformer(
         modules=[
