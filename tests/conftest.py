@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,10 +16,12 @@ from support import (
     byte_t5,
     save_with_byte_tokenizer,
     write_pairs_file,
+    write_pool_file,
     write_prompts_file,
     write_reverse_file,
 )
 
+from lmadapt.config import SelectConfig, load_config
 from lmadapt.train.checkpoint import latest_checkpoint
 
 # Tiny models run faster on one thread, and tests run two at a time (pytest -n 2) on two cores.
@@ -150,3 +153,38 @@ class CountingBuild:
 @pytest.fixture
 def counting_build() -> type[CountingBuild]:
     return CountingBuild
+
+
+# Data selection (tests/selection, tests/recipes/test_select.py)
+@pytest.fixture
+def pool_file(tmp_path: Path) -> Path:
+    return write_pool_file(tmp_path / "pool.jsonl", 120)
+
+
+@pytest.fixture
+def select_config(tmp_path: Path, tiny_llama_dir: Path, pool_file: Path):
+    """select_config(*overrides) -> a SelectConfig over the tiny Llama, `pool_file` and a query file of
+    two tasks (reverse: 2 prompts, count: 1)."""
+    queries = tmp_path / "targets.jsonl"
+    rows = [
+        {"input": "reverse abcd", "task": "rev"},
+        {"input": "reverse fedc", "task": "rev"},
+        {"input": "count bead", "task": "cnt"},
+    ]
+    queries.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def make(*overrides: str) -> SelectConfig:
+        base = [
+            f"model.path={tiny_llama_dir}",
+            f"pool.0.path={pool_file}",
+            f"queries.0.path={queries}",
+            "selection.count=20",
+            "selection.chunk_size=32",
+            "selection.batch_size=8",
+            f"selection.cache_dir={tmp_path / 'cache'}",
+            "selection.num_threads=1",
+            f"output={tmp_path / 'selected.jsonl'}",
+        ]
+        return load_config(SelectConfig, None, [*base, *overrides])
+
+    return make

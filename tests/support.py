@@ -172,3 +172,18 @@ def write_prompts_file(path: Path, n: int, seed: int = 0) -> Path:
             word = "".join(rng.choice("abc") for _ in range(rng.randint(2, 4)))
             f.write(json.dumps({"prompt": f"rev {word}", "ground_truth": word[::-1]}) + "\n")
     return path
+
+
+_POOL_KINDS = {"rev": "reverse", "cnt": "count", "up": "uppercase"}
+
+
+def write_pool_file(path: Path, n: int, seed: int = 0) -> Path:
+    """Chats of three kinds (reverse / count / uppercase a word), each line's kind drawn with `seed`."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            kind = rng.choice(list(_POOL_KINDS))
+            word = "".join(rng.choice("abcdef") for _ in range(rng.randint(3, 6)))
+            reply = {"rev": word[::-1], "cnt": str(len(word)), "up": word.upper()}[kind]
+            f.write(json.dumps({"prompt": f"{_POOL_KINDS[kind]} {word}", "completion": reply}) + "\n")
+    return path

@@ -67,6 +67,22 @@ def _recipe_overrides(args: argparse.Namespace) -> list[str]:
     return [*args.overrides, *extra]
 
 
+def cmd_select(args: argparse.Namespace) -> None:
+    """`lmadapt select CONFIG [overrides] [--overwrite]`: choose pool examples for the target tasks."""
+    from lmadapt import config
+
+    cfg = config.load_config(
+        config.SelectConfig, args.config, [*args.overrides, *(["overwrite=true"] if args.overwrite else [])]
+    )
+    from lmadapt.recipes.select import run
+
+    result = run(cfg)
+    print(
+        f"selected {len(result.picks)} of {result.pool_size} examples: {result.output} "
+        f"(manifest {result.manifest})"
+    )
+
+
 def cmd_compile(args: argparse.Namespace) -> None:
     from lmadapt.recipes.hint import run_compile
 
@@ -479,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command, help=help_text)
         _add_recipe_args(p)
         p.set_defaults(func=cmd_recipe)
+
+    p = sub.add_parser("select", help="choose the pool examples that serve target tasks (rds, deft, random)")
+    p.add_argument("config", help="YAML recipe (its first line is the command that runs it)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. selection.count=5000")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output and manifest")
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("compile", help="turn an instruction into cached modules with a trained HINT run")
     p.add_argument("--model", required=True, help="HINT run directory (from `lmadapt hint`)")

@@ -553,3 +553,93 @@ class PPOConfig:
     reward: VerifiableRewardConfig | None = None
     ppo: PPOLossConfig = field(default_factory=PPOLossConfig)
     train: RLTrainConfig = field(default_factory=RLTrainConfig)
+
+
+# Data selection
+
+
+@dataclass
+class QuerySourceConfig:
+    """Examples of a target task; only their inputs are read (unlabelled examples suffice).
+
+    `path` is a JSONL/JSON file of prompts (any SFT format, or {"input": ...}; a record's "task" field
+    names its task), a SuperNI task file (`tasks/<name>.json`), or a SuperNI clone directory whose
+    `split` lists the target tasks.
+    """
+
+    path: str = ""
+    task: str = ""  # the task of a prompt file's records without a "task" field (default: the file's stem)
+    split: str = "default"  # clone directory only: a split under splits/ or a task-list file
+    subset: str = "test"  # clone directory only: which task list of the split
+    encoding: str = "def+2pos"  # SuperNI: how an instance becomes a prompt
+    max_instances: int = 0  # SuperNI: the first N instances of each task (0 = all)
+
+
+@dataclass
+class SelectionConfig:
+    """The `selection:` section: how the pool is embedded, searched and cut to the budget.
+
+    rds: the model's last hidden layer, position-weighted mean over the prompt's tokens (RDS+).
+    deft: mean-pooled states of an encoder or sentence-embedding model (DEFT), union of k neighbours.
+    random: a seeded uniform sample (the baseline).
+    """
+
+    method: Literal["rds", "deft", "random"] = "rds"
+    # round_robin: queries take turns, each its next most similar unchosen example; top_mean: highest mean
+    # cosine over the task's queries; union: k neighbours per query, ranked by how many queries retrieved
+    # them. auto: round_robin for rds, union for deft. Several target tasks always take turns.
+    strategy: Literal["auto", "round_robin", "top_mean", "union"] = "auto"
+    count: int | None = None  # the budget: a number of examples, or
+    fraction: float | None = None  # a fraction of the pool
+    k: int = 0  # union: neighbours per query (0 = the budget)
+    template: str = "tulu"  # rds: how prompts are rendered for the model (as SFT renders them)
+    max_length: int = 512  # tokens of a prompt that are embedded
+    batch_size: int = 32
+    chunk_size: int = 4096  # examples per cached embedding chunk: a killed run loses at most one
+    index: Literal["flat", "ivf", "hnsw"] = "flat"  # flat: exact inner product; ivf/hnsw: approximate
+    ivf_lists: int = 0  # IVF k-means cells (0 = sqrt(pool size): k-means stays cheap at millions)
+    ivf_probe: int = 32  # IVF cells searched per query
+    hnsw_m: int = 32  # HNSW links per node
+    hnsw_ef_search: int = 128  # HNSW search breadth
+    cache_dir: str = ".cache/lmadapt"
+    seed: int = 0
+    num_threads: int = 0  # torch and FAISS threads; 0 = their defaults
+
+    def __post_init__(self) -> None:
+        if (self.count is None) == (self.fraction is None):
+            raise ConfigError("selection: give the budget as count or fraction (exactly one)")
+        if self.count is not None and self.count < 1:
+            raise ConfigError(f"selection.count must be positive, got {self.count}")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ConfigError(f"selection.fraction must be in (0, 1], got {self.fraction}")
+        if self.method == "random" and self.strategy != "auto":
+            raise ConfigError(f"selection.strategy {self.strategy!r} does not apply to method random")
+        for name in ("k", "ivf_lists", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"selection.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_length", "batch_size", "chunk_size", "ivf_probe", "hnsw_m", "hnsw_ef_search"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"selection.{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def resolved_strategy(self) -> str:
+        """The strategy that runs: "random" for the random method, `auto` resolved for the others."""
+        if self.method == "random":
+            return "random"
+        if self.strategy == "auto":
+            return "round_robin" if self.method == "rds" else "union"
+        return self.strategy
+
+
+@dataclass
+class SelectConfig:
+    """`lmadapt select`: choose the pool examples that serve the target tasks; write them as SFT data."""
+
+    # rds: the base model to be trained; deft: an encoder or sentence-embedding model (a local
+    # sentence-transformers directory loads as-is); random: unused.
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pool: list[SourceConfig] = field(default_factory=list)  # SFT data files, amounts as in a mixture
+    queries: list[QuerySourceConfig] = field(default_factory=list)
+    selection: SelectionConfig = field(default_factory=lambda: SelectionConfig(count=1000))
+    output: str = ""  # JSONL of the chosen conversations; <output stem>.manifest.jsonl beside it
+    overwrite: bool = False  # replace an existing output and manifest

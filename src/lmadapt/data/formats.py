@@ -223,14 +223,17 @@ def _parse_prompt_completion(record: dict[str, Any], where: RecordLocation) -> M
     return prompt + _turn_or_messages(record, "completion", "assistant", where)
 
 
-def _parse_alpaca(record: dict[str, Any], where: RecordLocation) -> Messages:
+def _alpaca_prompt(record: dict[str, Any], where: RecordLocation) -> str:
     instruction = required_text(record, "instruction", where)
     extra = record.get("input")
     if extra is not None and not isinstance(extra, str):
         raise where.error("input", f"expected str, got {type(extra).__name__}")
-    prompt = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
+    return f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
+
+
+def _parse_alpaca(record: dict[str, Any], where: RecordLocation) -> Messages:
     return [
-        {"role": "user", "content": prompt},
+        {"role": "user", "content": _alpaca_prompt(record, where)},
         {"role": "assistant", "content": required_text(record, "output", where)},
     ]
 
@@ -275,12 +278,19 @@ def detect_format(record: dict[str, Any]) -> str | None:
 
 def load_conversations(path: str | Path, format: str = "auto") -> list[Conversation]:
     """Read and validate every record of `path` as a conversation with at least one assistant turn."""
+    conversations = list(iter_conversations(path, format))
+    if not conversations:
+        raise DataError(str(path), None, None, "no records found")
+    return conversations
+
+
+def iter_conversations(path: str | Path, format: str = "auto") -> Iterator[Conversation]:
+    """`load_conversations` one record at a time (a pool of millions is streamed, never held)."""
     if format != "auto" and format not in _PARSERS:
         raise ConfigError(f"unknown data format '{format}' (expected auto or one of {', '.join(FORMATS)})")
     path = existing_file(path)
     unit = record_unit(path)
     fmt = None if format == "auto" else format
-    conversations = []
     for line, record in read_records(path):
         where = RecordLocation(str(path), line, unit)
         if fmt is None:
@@ -294,7 +304,38 @@ def load_conversations(path: str | Path, format: str = "auto") -> list[Conversat
         messages = parse(record, where)
         if not any(m["role"] == "assistant" for m in messages):
             raise where.error(turns_field, "conversation has no assistant turn")
-        conversations.append(Conversation(messages, str(path), line))
-    if not conversations:
-        raise DataError(str(path), None, None, "no records found")
-    return conversations
+        yield Conversation(messages, str(path), line)
+
+
+def prompt_part(messages: Messages) -> Messages:
+    """The messages before the last assistant turn (all of them when there is none): what a model reads."""
+    replies = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    return messages[: replies[-1]] if replies else messages
+
+
+def parse_prompt(record: dict[str, Any], where: RecordLocation) -> Messages:
+    """The prompt of a record whose reply may be missing (an unlabelled example of a target task).
+
+    Any SFT format (its prompt part), or {"input": str} as a SuperNI instance holds it.
+    """
+    fmt = detect_format(record)
+    if fmt == "messages":
+        messages = prompt_part(message_list(_field(record, "messages", where, list), "messages", where))
+    elif fmt == "sharegpt":
+        messages = prompt_part(_parse_sharegpt(record, where))
+    elif fmt == "alpaca":
+        messages = [{"role": "user", "content": _alpaca_prompt(record, where)}]
+    elif fmt == "prompt_completion":
+        messages = _turn_or_messages(record, "prompt", "user", where)
+    elif "input" in record:
+        messages = [{"role": "user", "content": required_text(record, "input", where)}]
+    else:
+        keys = ", ".join(sorted(record)) or "none"
+        raise where.error(
+            None,
+            f"no prompt: record keys ({keys}) hold none of messages, prompt, instruction, conversations, "
+            "input",
+        )
+    if not messages:
+        raise where.error(fmt, "no message before the reply")
+    return messages
