@@ -57,3 +57,26 @@ def logged_losses(run_dir: Path) -> list[float]:
     """The training losses logged in a run's metrics.jsonl, in order."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def save_tiny_bert(out: Path, corpus: str, hidden_size: int = 48, seed: int = 3) -> Path:
+    """A tiny BERT encoder (2 layers) built from a config, with a word-level tokenizer trained on `corpus`,
+    saved as a local Hugging Face directory (a stand-in for a sentence-embedding model)."""
+    from transformers import BertConfig, BertModel
+
+    from lmadapt.models.tiny import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer([corpus], ())
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -360,8 +360,13 @@ class HypernetworkConfig:
     """The `hint:` section: which modules the hypernetwork generates, and how it reads the instruction."""
 
     # shared: the underlying model's own encoder (a decoder-only model: the model itself), run on the
-    # instruction with every generated module switched off; separate: a trained copy of it.
-    encoder: Literal["shared", "separate"] = "shared"
+    # instruction with every generated module switched off; separate: a trained copy of it; or a local
+    # Hugging Face encoder directory (e.g. a sentence-embedding BERT) that reads the instruction with its
+    # own tokenizer.
+    encoder: str = "shared"
+    # A pretrained encoder directory only: keep its weights fixed (its states are then computed once per
+    # distinct instruction and reused), or train it with the rest.
+    freeze_encoder: bool = True
     modules: list[Literal["adapter", "prefix", "lora"]] = field(default_factory=lambda: ["adapter", "prefix"])
     adapter_size: int = 64  # parallel adapter bottleneck beside every feed-forward block
     prefix_length: int = 30  # prefix keys/values per attention slot
