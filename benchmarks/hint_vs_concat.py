@@ -1,8 +1,10 @@
 """HINT vs the concatenation baseline at the same underlying model and training budget, over seeds.
 
-    python benchmarks/hint_vs_concat.py [--seeds 3] [--steps 1200] [--workers 1] [--out DIR]
-    python benchmarks/hint_vs_concat.py --shots 0 2 5 --out DIR        # few-shot table (seed 0)
-    python benchmarks/hint_vs_concat.py --hint pretrain.max_steps=300 --tag pretrain --out DIR
+    python benchmarks/hint_vs_concat.py [--seeds 3] [--steps 1200] [--lr 1e-3] [--workers 2] [--out DIR]
+    python benchmarks/hint_vs_concat.py --eval-shots 0 2 5 --out DIR   # few-shot table, the same models
+    python benchmarks/hint_vs_concat.py --shots 0 2 5 --out DIR        # few-shot table, trained per k
+    python benchmarks/hint_vs_concat.py --hint hint.encoder=DIR --tag minilm --out DIR
+    python benchmarks/hint_vs_concat.py --pretrain-steps 300 --tag pretrain --out DIR
 
 Both arms are the `lmadapt demo` stages (`stage_sft`, `stage_hint` of `lmadapt.demo`): the same tiny Llama
 built from the built-in suite's vocabulary, the same steps, batch size (32), learning rate and cosine
@@ -14,11 +16,15 @@ arms learn the training families?), held-out phrasings of training families, hel
 FLOPs per instance are analytic (matmuls, each arm's real prompt and output lengths; HINT includes one
 hypernetwork pass per task); seconds per instance are the whole evaluation call's.
 
-`--shots K ...` trains and scores both arms with def+Kpos for each K (first seed only): concatenation's
-FLOPs grow with every demonstration, HINT reads them once per task. `--hint key=value` changes the HINT
-arm only (an ablation; name it with `--tag`). Finished (arm, encoding, seed, variant) cells are kept as
-OUT/cells/*.json and reused by a later call with the same --out and settings, so an ablation retrains
-only its own arm.
+`--shots K ...` trains and scores both arms with def+Kpos for each K (first seed only); `--eval-shots K ...`
+scores the multi-seed models with K demonstrations in their prompts / instructions, whatever they were
+trained with (no training). Concatenation's FLOPs grow with every demonstration; HINT reads them once per
+task. `--pretrain-steps N` pretrains HINT's hypernetwork first (A/B/C cuts of plain text written from the
+training tasks, `pretraining_documents`). `--hint key=value` changes the HINT arm only (an ablation;
+name it with `--tag`). Finished (arm, encoding, seed, variant) cells are kept as OUT/cells/*.json and
+reused by a later call with the same --out and settings, so an ablation retrains only its own arm.
+Held-out phrasings and families are scored on 100 instances per task (as SuperNI), the training tasks
+on 5 (`--train-set-instances`).
 
 Prints tables, then one JSON object on the last line: `flops_ratio` (concatenation's FLOPs per instance
 over HINT's) and `rougeL_gap` (concatenation minus HINT ROUGE-L) on held-out families, means over seeds,
@@ -35,7 +41,6 @@ import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +67,7 @@ SET_NAMES = {
     "heldout_families": "families",
 }
 GAP_SET = "heldout_families"
+PRETRAIN_FILE = "pretrain.txt"
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,23 @@ def evaluate_at(
     result = {"cell": asdict(cell), "shots": shots, **scored(evaluation.scores, evaluation.per_set)}
     path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def pretraining_documents(suite: Any, path: Path, per_task: int = 20, examples: int = 8) -> Path:
+    """Plain text for hypernetwork pretraining, from the training tasks only (no held-out phrasing or
+    family): `per_task` documents per task, each its definition followed by `examples` of its training
+    instances as "Input: x. Output: y." (the paper used C4; this suite's word-level vocabulary knows only
+    its own words). One document per line."""
+    if path.is_file():
+        return path
+    lines = []
+    for task in suite.train:
+        for d in range(per_task):
+            chosen = task.instances[d * examples : (d + 1) * examples]
+            shown = " ".join(f"Input: {x.input}. Output: {x.outputs[0]}." for x in chosen)
+            lines.append(f"{task.definition}. {shown}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def prefix_gate_summary(run_dir: Path | None) -> dict[str, float] | None:
@@ -324,8 +347,8 @@ def check_settings(out: Path, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of the multi-seed comparison")
-    parser.add_argument("--steps", type=int, default=600, help="optimizer steps of each arm")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of both arms")
+    parser.add_argument("--steps", type=int, default=1200, help="optimizer steps of each arm")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of both arms")
     parser.add_argument("--eval-instances", type=int, default=100, help="per held-out phrasing/family task")
     parser.add_argument("--train-set-instances", type=int, default=5, help="per training task (set a)")
     parser.add_argument("--encoding", default="def+2pos", help="prompt encoding of the multi-seed comparison")
@@ -334,20 +357,35 @@ def main() -> None:
         "--eval-shots", type=int, nargs="*", default=[], help="score the multi-seed models with k demos"
     )
     parser.add_argument("--hint", nargs="*", default=[], metavar="KEY=VALUE", help="HINT config overrides")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=0, help="HINT variant: hypernetwork pretraining steps first"
+    )
     parser.add_argument("--tag", default="", help="name of the HINT variant set by --hint")
     parser.add_argument("--out", default=f"runs/bench-hint-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--workers", type=int, default=2, help="cells trained side by side (processes)")
     args = parser.parse_args()
-    if args.hint and not args.tag:
-        parser.error("--hint needs --tag (the variant's name in cell files and tables)")
+    if (args.hint or args.pretrain_steps) and not args.tag:
+        parser.error("--hint and --pretrain-steps need --tag (the variant's name in cell files and tables)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     out = Path(args.out)
     check_settings(out, args)
 
-    hint_cell = partial(Cell, "hint", tag=args.tag, overrides=tuple(args.hint))
+    def hint_cell(encoding: str, seed: int) -> Cell:
+        overrides = list(args.hint)
+        if args.pretrain_steps:
+            documents = pretraining_documents(
+                seed_inputs(out, args, seed)[0], out / f"seed{seed}" / PRETRAIN_FILE
+            )
+            overrides += [
+                f"pretrain.sources=[{documents}]",
+                f"pretrain.max_steps={args.pretrain_steps}",
+                f"pretrain.lr={args.lr}",
+            ]
+        return Cell("hint", encoding, seed, args.tag, tuple(overrides))
+
     seeds = list(range(args.seeds))
     pairs = [(Cell("concat", args.encoding, s), hint_cell(args.encoding, s)) for s in seeds]
     shot_pairs = [
@@ -367,7 +405,7 @@ def main() -> None:
         "encoding": args.encoding,
         "steps": args.steps,
         "seeds": seeds,
-        "hint_variant": {"tag": args.tag, "overrides": args.hint},
+        "hint_variant": {"tag": args.tag, "overrides": args.hint, "pretrain_steps": args.pretrain_steps},
         "flops_ratio": sets[GAP_SET]["flops_ratio"]["mean"],
         "rougeL_gap": sets[GAP_SET]["rougeL_gap"]["mean"],
         "exact_match_gap": sets[GAP_SET]["exact_match_gap"]["mean"],
