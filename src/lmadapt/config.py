@@ -420,6 +420,9 @@ class HintTrainConfig(TrainConfig):
 
     lr: float = 1e-4
     schedule: Literal["linear", "cosine", "constant"] = "constant"
+    # Peak learning rate of the prefix gates (0 = lr). Adam moves a scalar about lr per step, and a
+    # closed gate passes its prefixes almost no gradient, so at the shared lr the gates may stay near 0.
+    gate_lr: float = 0.0
 
 
 @dataclass

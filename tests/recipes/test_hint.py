@@ -165,3 +165,13 @@ def test_training_with_a_pretrained_encoder_reads_both_tokenisations(tiny_llama_
     instances = load_superni(suite_dir, encoding="def+1pos", max_instances=1)
     predicted = predict(run, instances, max_new_tokens=3, batch_size=4)
     assert predicted.flops["hint"]["hypernetwork"] > 0 and len(predicted.predictions) == len(instances)
+
+
+def test_gate_lr_opens_the_prefix_gates_faster(tiny_llama_dir, suite_dir, tmp_path):
+    moved = {}
+    for gate_lr in (0.0, 0.5):
+        cfg = _config(tiny_llama_dir, suite_dir, tmp_path / f"g{gate_lr}", steps=2, gate_lr=gate_lr)
+        gates = load_file(str(hint.run(cfg).out_dir / HYPERNETWORK_FILE))[hint.GATES]
+        moved[gate_lr] = gates.abs().max().item()
+    # Adam moves a parameter by about its learning rate per step: ~1e-3 per step at lr, ~0.5 at gate_lr.
+    assert moved[0.0] < 3e-3 and moved[0.5] > 0.3

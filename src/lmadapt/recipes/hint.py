@@ -56,6 +56,7 @@ log = logging.getLogger("lmadapt")
 
 PRETRAINED = "pretrained"  # store entry: trainable weights after pretraining, for resuming into finetuning
 PRETRAINED_KIND = "hint-pretrained"
+GATES = "generator.prefix_gates"  # the parameter `train.gate_lr` applies to
 
 
 @dataclass
@@ -96,7 +97,8 @@ def run(cfg: HintConfig) -> HintResult:
     run.create()
     if cfg.pretrain.max_steps > 0:
         pretrain(model, objective, cfg, tokenizer, run.out, run.accelerator)
-    result = fit(model, objective, train, collate, cfg.train, run.out, run.accelerator, evals)
+    gates = {GATES: cfg.train.gate_lr} if cfg.train.gate_lr > 0 and "prefix" in cfg.hint.modules else None
+    result = fit(model, objective, train, collate, cfg.train, run.out, run.accelerator, evals, lr_of=gates)
     settings = RunSettings(
         template=cfg.data.template,
         encoding=cfg.data.encoding,
