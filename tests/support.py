@@ -14,6 +14,7 @@ import torch
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    BertModel,
     ByT5Tokenizer,
     LlamaForSequenceClassification,
     PreTrainedModel,
@@ -21,7 +22,7 @@ from transformers import (
 
 from lmadapt.config import load_config
 from lmadapt.data.templates import TULU_JINJA
-from lmadapt.models.tiny import tiny_llama, tiny_t5
+from lmadapt.models.tiny import tiny_llama, tiny_t5, word_level_tokenizer
 
 T = TypeVar("T")
 
@@ -187,3 +188,22 @@ def write_pool_file(path: Path, n: int, seed: int = 0) -> Path:
             reply = {"rev": word[::-1], "cnt": str(len(word)), "up": word.upper()}[kind]
             f.write(json.dumps({"prompt": f"{_POOL_KINDS[kind]} {word}", "completion": reply}) + "\n")
     return path
+
+
+def save_tiny_bert(out: Path, corpus: str, hidden_size: int = 48, seed: int = 3) -> Path:
+    """A tiny BERT encoder (2 layers) built from a config, with a word-level tokenizer trained on `corpus`,
+    saved as a local Hugging Face directory (a stand-in for a sentence-embedding model)."""
+    tokenizer = word_level_tokenizer([corpus], ())
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

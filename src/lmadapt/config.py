@@ -365,8 +365,13 @@ class HypernetworkConfig:
     """The `hint:` section: which modules the hypernetwork generates, and how it reads the instruction."""
 
     # shared: the underlying model's own encoder (a decoder-only model: the model itself), run on the
-    # instruction with every generated module switched off; separate: a trained copy of it.
-    encoder: Literal["shared", "separate"] = "shared"
+    # instruction with every generated module switched off; separate: a trained copy of it; or a local
+    # Hugging Face encoder directory (e.g. a sentence-embedding BERT) that reads the instruction with its
+    # own tokenizer.
+    encoder: str = "shared"
+    # A pretrained encoder directory only: keep its weights fixed (its states are then computed once per
+    # distinct instruction and reused), or train it with the rest.
+    freeze_encoder: bool = True
     modules: list[Literal["adapter", "prefix", "lora"]] = field(default_factory=lambda: ["adapter", "prefix"])
     adapter_size: int = 64  # parallel adapter bottleneck beside every feed-forward block
     prefix_length: int = 30  # prefix keys/values per attention slot
@@ -420,6 +425,9 @@ class HintTrainConfig(TrainConfig):
 
     lr: float = 1e-4
     schedule: Literal["linear", "cosine", "constant"] = "constant"
+    # Peak learning rate of the prefix gates (0 = lr). Adam moves a scalar about lr per step, and a
+    # closed gate passes its prefixes almost no gradient, so at the shared lr the gates may stay near 0.
+    gate_lr: float = 0.0
 
 
 @dataclass

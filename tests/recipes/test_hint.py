@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import save_tiny_bert
 
 from lmadapt.config import (
     HintConfig,
@@ -149,3 +150,28 @@ def test_chatml_instances_resize_the_underlying_model(tiny_llama_dir, suite_dir,
     tokenizer = load_hint_run(result.out_dir).tokenizer
     assert result.model.underlying.get_input_embeddings().num_embeddings >= len(tokenizer)
     assert "<|im_end|>" in tokenizer.all_special_tokens
+
+
+def test_training_with_a_pretrained_encoder_reads_both_tokenisations(tiny_llama_dir, suite_dir, tmp_path):
+    words = " ".join(
+        json.loads(path.read_text())["Definition"][0] for path in (suite_dir / "tasks").glob("*.json")
+    )
+    encoder = save_tiny_bert(tmp_path / "encoder", words + " Definition Positive Example Input Output")
+    cfg = _config(tiny_llama_dir, suite_dir, tmp_path / "run", steps=2)
+    cfg.hint = HypernetworkConfig(encoder=str(encoder), adapter_size=4, prefix_length=2)
+    result = hint.run(cfg)
+    assert result.model.pretrained_encoder is not None and len(result.model._frozen_states) > 0
+    run = load_hint_run(result.out_dir)
+    instances = load_superni(suite_dir, encoding="def+1pos", max_instances=1)
+    predicted = predict(run, instances, max_new_tokens=3, batch_size=4)
+    assert predicted.flops["hint"]["hypernetwork"] > 0 and len(predicted.predictions) == len(instances)
+
+
+def test_gate_lr_opens_the_prefix_gates_faster(tiny_llama_dir, suite_dir, tmp_path):
+    moved = {}
+    for gate_lr in (0.0, 0.5):
+        cfg = _config(tiny_llama_dir, suite_dir, tmp_path / f"g{gate_lr}", steps=2, gate_lr=gate_lr)
+        gates = load_file(str(hint.run(cfg).out_dir / HYPERNETWORK_FILE))[hint.GATES]
+        moved[gate_lr] = gates.abs().max().item()
+    # Adam moves a parameter by about its learning rate per step: ~1e-3 per step at lr, ~0.5 at gate_lr.
+    assert moved[0.0] < 3e-3 and moved[0.5] > 0.3

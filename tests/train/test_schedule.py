@@ -40,3 +40,21 @@ def test_scheduler_drives_optimizer_lr_and_decay_groups():
 def test_decay_ends_at_min_ratio():
     assert lr_factor(10, 10, 2, "cosine", min_ratio=0.1) == pytest.approx(0.1)
     assert lr_factor(6, 10, 2, "linear", min_ratio=0.2) == pytest.approx(0.2 + 0.8 * 0.5)
+
+
+def test_named_parameters_get_their_own_learning_rate_under_the_same_schedule():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
+    cfg = TrainConfig(lr=0.1, warmup_ratio=0.2, schedule="linear", weight_decay=0.01)
+    opt = build_optimizer(model, cfg, {"1.weight": 2.0})
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt.param_groups] == [
+        (0.1, 0.01, 1),
+        (0.1, 0.0, 2),  # both biases
+        (2.0, 0.0, 1),
+    ]
+    assert opt.param_groups[2]["params"][0] is model[1].weight
+    sched = build_scheduler(opt, cfg, total_steps=10)
+    opt.step()
+    sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 0.1, 2.0])  # warmup 0.5 -> 1.0
+    with pytest.raises(ValueError, match="nowhere"):
+        build_optimizer(model, cfg, {"nowhere": 1.0})

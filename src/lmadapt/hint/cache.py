@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from lmadapt.hint.data import tokenize_instruction
+from lmadapt.hint.data import tokenize_for_encoder, tokenize_instruction
 from lmadapt.hint.modules import GeneratedModules
 from lmadapt.hint.run import HintRun
 from lmadapt.store import CorruptEntry, Entry, StoreFull, load_or_build, open_entry, write_entry
@@ -39,13 +39,18 @@ def instruction_key(run_id: str, instruction: str) -> str:
 def run_hypernetwork(run: HintRun, instruction: str) -> GeneratedModules:
     """One hypernetwork pass over `instruction` (as the run tokenises it) -> modules with batch 1."""
     model = run.model
-    ids = tokenize_instruction(instruction, run.tokenizer, model.kind, run.settings.max_instruction_length)
+    limit = run.settings.max_instruction_length
     device = next(model.parameters()).device
-    ids_tensor = torch.tensor([ids], dtype=torch.long, device=device)
+    ids = torch.tensor([tokenize_instruction(instruction, run.tokenizer, model.kind, limit)], device=device)
+    encoder_ids = None
+    if model.encoder_tokenizer is not None:
+        encoded = tokenize_for_encoder(instruction, model.encoder_tokenizer, limit)
+        encoder_ids = torch.tensor([encoded], device=device)
     was_training = model.training
     model.eval()
     try:
-        return model.generate_modules(ids_tensor, torch.ones_like(ids_tensor))
+        encoder_mask = None if encoder_ids is None else torch.ones_like(encoder_ids)
+        return model.generate_modules(ids, torch.ones_like(ids), encoder_ids, encoder_mask)
     finally:
         model.train(was_training)
 

@@ -5,7 +5,8 @@ demonstrations) and the underlying model sees only the instance: its raw input a
 the demonstrations, or the Tk-Instruct instance block (`encode_instance`), optionally in a chat
 template. Plain text (hypernetwork pretraining): each document is cut at two random points into A, B,
 C; A is the instruction, B the input, C the target. Instructions are tokenised once per task and shared by
-reference, and the collator encodes each distinct instruction of a batch once.
+reference, and the collator encodes each distinct instruction of a batch once. A hypernetwork with a
+pretrained encoder also reads every instruction in that encoder's tokens (`with_encoder_tokens`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ class HintExample:
 class HintDataset:
     instructions: list[list[int]]
     examples: list[HintExample]
+    texts: list[str] = field(default_factory=list)  # instruction row -> its text
+    # instruction rows in a pretrained encoder's tokens (`with_encoder_tokens`)
+    encoder_instructions: list[list[int]] = field(default_factory=list)
 
 
 def instance_template(name: str, tokenizer: Any) -> ChatTemplate:
@@ -59,6 +63,19 @@ def tokenize_instruction(text: str, tokenizer: Any, kind: str, max_length: int) 
     tail = [tokenizer.eos_token_id] if kind == "seq2seq" and tokenizer.eos_token_id is not None else []
     body = encode_text(text, tokenizer)[: max(1, max_length - len(head) - len(tail))]
     return head + body + tail
+
+
+def tokenize_for_encoder(text: str, tokenizer: Any, max_length: int) -> list[int]:
+    """What a pretrained instruction encoder reads: its tokenizer's own framing ([CLS] ... [SEP] for BERT),
+    cut to `max_length` and to the encoder's position limit."""
+    limit = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
+    return tokenizer(text, truncation=True, max_length=limit)["input_ids"]
+
+
+def with_encoder_tokens(data: HintDataset, tokenizer: Any, max_length: int) -> HintDataset:
+    """`data` with every instruction also tokenised by a pretrained encoder's `tokenizer`."""
+    data.encoder_instructions = [tokenize_for_encoder(text, tokenizer, max_length) for text in data.texts]
+    return data
 
 
 def instance_text(instance_input: str, instance_format: str, encoding: PromptEncoding) -> str:
@@ -98,6 +115,7 @@ def task_dataset(
     for task in tasks:
         row = len(data.instructions)
         text = encode_instruction(task, encoding)
+        data.texts.append(text)
         data.instructions.append(tokenize_instruction(text, tokenizer, kind, max_instruction_length))
         for instance in task.instances:
             messages = [
@@ -162,6 +180,7 @@ def split_documents(
         a = ids[:first][-max(1, max_instruction_length - len(bos) - len(eos)) :]
         b, c = ids[first:second][-max_input_length:], ids[second:][:max_target_length]
         row = len(data.instructions)
+        data.texts.append(tokenizer.decode(a))
         data.instructions.append(bos + a + (eos if kind == "seq2seq" else []))
         if kind == "seq2seq":
             data.examples.append(HintExample(row, b + eos, c))
@@ -171,19 +190,24 @@ def split_documents(
 
 
 def collate_hint(
-    examples: Sequence[HintExample], instructions: Sequence[list[int]], pad_token_id: int
+    examples: Sequence[HintExample],
+    instructions: Sequence[list[int]],
+    pad_token_id: int,
+    encoder_instructions: Sequence[list[int]] = (),
+    encoder_pad_id: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Right-padded tensors; each distinct instruction of the batch appears once.
 
     input_ids/attention_mask/labels [B, S|L] as `collate_causal`; instruction_ids/instruction_mask
     [U, T] for the U distinct instructions in order of first use; instruction_index [B] maps examples
-    to those rows.
+    to those rows; with `encoder_instructions`, encoder_ids/encoder_mask [U, T'] are the same rows in a
+    pretrained encoder's tokens.
     """
     rows: dict[int, int] = {}
     index = [rows.setdefault(example.instruction, len(rows)) for example in examples]
     texts = [instructions[row] for row in rows]
     inputs = [example.input_ids for example in examples]
-    return {
+    batch = {
         "input_ids": pad_right(inputs, pad_token_id),
         "attention_mask": pad_right([[1] * len(row) for row in inputs], 0),
         "labels": pad_right([example.labels for example in examples], IGNORE_INDEX),
@@ -191,3 +215,8 @@ def collate_hint(
         "instruction_mask": pad_right([[1] * len(row) for row in texts], 0),
         "instruction_index": torch.tensor(index, dtype=torch.long),
     }
+    if encoder_instructions:
+        encoded = [encoder_instructions[row] for row in rows]
+        batch["encoder_ids"] = pad_right(encoded, encoder_pad_id)
+        batch["encoder_mask"] = pad_right([[1] * len(row) for row in encoded], 0)
+    return batch

@@ -20,7 +20,7 @@ from lmadapt.eval.flops import InstanceTokens
 from lmadapt.eval.generate import generate
 from lmadapt.eval.progress import Progress
 from lmadapt.hint.cache import ModuleCache
-from lmadapt.hint.data import instance_prompt, tokenize_instruction
+from lmadapt.hint.data import instance_prompt, tokenize_for_encoder, tokenize_instruction
 from lmadapt.hint.flops import evaluation_report
 from lmadapt.hint.run import HintRun, load_hint_run
 
@@ -95,16 +95,20 @@ def flops_of(
     """`evaluation_report` from real token counts: the hypernetwork input, the instance prompt and the
     generated tokens (prediction + the EOS that ended it, at most `max_new_tokens`); concatenation reads
     the instruction text followed by the same instance prompt."""
-    tokenizer, kind = run.tokenizer, run.model.kind
+    tokenizer, kind, limit = run.tokenizer, run.model.kind, run.settings.max_instruction_length
+    encoder_tokenizer = run.model.encoder_tokenizer
     instruction_of: dict[str, tuple[int, int]] = {}
+    encoder_tokens: dict[str, int] = {}
     hint_tokens, concatenated = [], []
     for instance, prompt, prediction in zip(instances, prompts, predictions, strict=True):
         text = instance.instruction_text
         if text not in instruction_of:
-            hyper = tokenize_instruction(text, tokenizer, kind, run.settings.max_instruction_length)
+            hyper = tokenize_instruction(text, tokenizer, kind, limit)
             instruction_of[text] = (len(hyper), len(encode_text(text, tokenizer)))
+            if encoder_tokenizer is not None:
+                encoder_tokens[text] = len(tokenize_for_encoder(text, encoder_tokenizer, limit))
         hyper_tokens, text_tokens = instruction_of[text]
         output = min(len(encode_text(prediction, tokenizer)) + 1, max_new_tokens)
         hint_tokens.append(InstanceTokens(text, hyper_tokens, len(prompt), output))
         concatenated.append(InstanceTokens(text, text_tokens, len(prompt), output))
-    return evaluation_report(run.model, hint_tokens, concatenated)
+    return evaluation_report(run.model, hint_tokens, concatenated, encoder_tokens)

@@ -6,6 +6,7 @@ Layout of a run directory:
       hint.json                  format, hypernetwork config, data settings, run_id (content hash)
       hypernetwork.safetensors   parameter generator and prefix gates (+ separate instruction encoder)
       model/                     underlying model + tokenizer (save_pretrained; plain transformers loads it)
+      encoder/                   a pretrained instruction encoder + its tokenizer (hint.encoder: DIR only)
       modules/                   compiled-instruction cache, <key>/ store entries (see hint.cache)
       config.yaml, metrics.jsonl, loss.png, checkpoints/, pretrain/   training records
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ UNGATED_FORMAT = "lmadapt-hint/1"
 HINT_FILE = "hint.json"
 HYPERNETWORK_FILE = "hypernetwork.safetensors"
 MODEL_DIR = "model"
+ENCODER_DIR = "encoder"
 MODULES_DIR = "modules"
 
 
@@ -86,6 +88,13 @@ def save_hint_run(model: HintModel, tokenizer: Any, out: str | Path, settings: R
     save_file(weights, str(out / HYPERNETWORK_FILE), metadata={"format": FORMAT})
     body = {"format": FORMAT, "hypernetwork": to_dict(model.cfg), "settings": asdict(settings)}
     files = [out / HYPERNETWORK_FILE, model_dir / "config.json", *sorted(model_dir.glob("*.safetensors"))]
+    if model.pretrained_encoder is not None:
+        # The run carries its encoder (trained or not), so loading it needs nothing outside RUN/.
+        encoder_dir = out / ENCODER_DIR
+        model.pretrained_encoder.save_pretrained(encoder_dir)
+        model.encoder_tokenizer.save_pretrained(encoder_dir)
+        body["encoder_dir"] = ENCODER_DIR
+        files += [encoder_dir / "config.json", *sorted(encoder_dir.glob("*.safetensors"))]
     run_id = _content_hash(files, json.dumps(body, sort_keys=True))
     (out / HINT_FILE).write_text(json.dumps({**body, "run_id": run_id}, indent=2) + "\n", encoding="utf-8")
     return run_id
@@ -96,6 +105,8 @@ def load_hint_run(path: str | Path, device: torch.device | str | None = None, dt
     path = Path(path)
     record = _read_record(path)
     cfg = from_dict(HypernetworkConfig, record["hypernetwork"])
+    if "encoder_dir" in record:  # hint.json keeps the original encoder path; the run's copy is what loads
+        cfg = replace(cfg, encoder=str(path / record["encoder_dir"]))
     if record["format"] == UNGATED_FORMAT and "prefix" in cfg.modules:
         raise LmadaptError(
             f"{path}: HINT run saved before prefixes were gated ({UNGATED_FORMAT}); its prefixes do not "

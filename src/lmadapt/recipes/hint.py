@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,7 @@ from lmadapt.hint.data import (
     read_documents,
     split_documents,
     task_dataset,
+    with_encoder_tokens,
 )
 from lmadapt.hint.export import export_peft
 from lmadapt.hint.model import HintModel
@@ -54,6 +56,7 @@ log = logging.getLogger("lmadapt")
 
 PRETRAINED = "pretrained"  # store entry: trainable weights after pretraining, for resuming into finetuning
 PRETRAINED_KIND = "hint-pretrained"
+GATES = "generator.prefix_gates"  # the parameter `train.gate_lr` applies to
 
 
 @dataclass
@@ -87,14 +90,15 @@ def run(cfg: HintConfig) -> HintResult:
         trainable / 1e6,
     )
     data, n_train = _task_data(cfg, tokenizer, model.kind)
-    collate = partial(collate_hint, instructions=data.instructions, pad_token_id=tokenizer.pad_token_id)
+    collate = hint_collator(data, tokenizer, model)
     train = [x for x in data.examples if x.instruction < n_train]
     evals = [x for x in data.examples if x.instruction >= n_train]
     log.info("%d training instances of %d tasks, %d evaluation instances", len(train), n_train, len(evals))
     run.create()
     if cfg.pretrain.max_steps > 0:
         pretrain(model, objective, cfg, tokenizer, run.out, run.accelerator)
-    result = fit(model, objective, train, collate, cfg.train, run.out, run.accelerator, evals)
+    gates = {GATES: cfg.train.gate_lr} if cfg.train.gate_lr > 0 and "prefix" in cfg.hint.modules else None
+    result = fit(model, objective, train, collate, cfg.train, run.out, run.accelerator, evals, lr_of=gates)
     settings = RunSettings(
         template=cfg.data.template,
         encoding=cfg.data.encoding,
@@ -104,6 +108,17 @@ def run(cfg: HintConfig) -> HintResult:
     )
     run_id = run.finish(result, lambda out: save_hint_run(model, tokenizer, out, settings)) or ""
     return HintResult(run.out, run_id, model, result)
+
+
+def hint_collator(data: HintDataset, tokenizer: Any, model: HintModel) -> Callable[[list[Any]], Any]:
+    """The batch collator of `data` for `model`; a pretrained instruction encoder also gets every
+    instruction in its own tokens."""
+    collate = partial(collate_hint, instructions=data.instructions, pad_token_id=tokenizer.pad_token_id)
+    if model.encoder_tokenizer is None:
+        return collate
+    with_encoder_tokens(data, model.encoder_tokenizer, model.cfg.max_instruction_length)
+    pad = model.encoder_tokenizer.pad_token_id or 0
+    return partial(collate, encoder_instructions=data.encoder_instructions, encoder_pad_id=pad)
 
 
 def _task_data(cfg: HintConfig, tokenizer: Any, kind: str) -> tuple[HintDataset, int]:
@@ -164,7 +179,7 @@ def pretrain(
     train_cfg = replace(
         cfg.train, output_dir=str(stage), max_steps=cfg.pretrain.max_steps, lr=cfg.pretrain.lr, eval_every=0
     )
-    collate = partial(collate_hint, instructions=data.instructions, pad_token_id=tokenizer.pad_token_id)
+    collate = hint_collator(data, tokenizer, model)
     fit(model, objective, data.examples, collate, train_cfg, stage, accelerator)
     if accelerator.is_main_process:
         weights = trainable_state(accelerator.unwrap_model(model))

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,11 +91,13 @@ def fit(
     eval_examples: Sequence[Any] = (),
     plan: MicroBatchPlan | None = None,
     suite: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
+    lr_of: Mapping[str, float] | None = None,
 ) -> FitResult:
     """Train `model` in place; evaluate on `eval_examples` every `cfg.eval_every` steps and at the end.
     `plan` picks each micro-batch's items (lmadapt.train.batching); by default a seeded shuffle.
     `suite(model, step)`, run on the main process at each evaluation, returns further metrics to log
-    (the `train.eval_suite` evaluations).
+    (the `train.eval_suite` evaluations). `lr_of`: peak learning rates of named parameters that differ
+    from `cfg.lr` (`build_optimizer`).
 
     With `cfg.save_every` > 0 a checkpoint is written every that many steps and at the last step.
     SIGTERM or Ctrl-C checkpoints after the current step and ends with `Preempted` (see preemption.py);
@@ -115,7 +117,7 @@ def fit(
         # In place (the module keeps its type and parameter names, so checkpoints and exports are
         # unchanged); dynamic shapes because batch lengths vary and a recompile per length costs more.
         model.compile(dynamic=True)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, lr_of)
     scheduler = build_scheduler(optimizer, cfg, steps)
     configure_engine(accelerator, cfg.batch_size)
     model, optimizer = accelerator.prepare(model, optimizer)

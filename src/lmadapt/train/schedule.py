@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 
@@ -28,15 +29,27 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; biases and norm weights get no weight decay."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
+def build_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig, lr_of: Mapping[str, float] | None = None
+) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; biases and norm weights get no weight decay. `lr_of` gives
+    named parameters their own peak learning rate (one group each, no weight decay; the schedule scales
+    every group alike)."""
+    lr_of = lr_of or {}
+    decay, no_decay, own = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name in lr_of:
+            own.append({"params": [p], "weight_decay": 0.0, "lr": lr_of[name]})
+        else:
             (decay if p.ndim >= 2 else no_decay).append(p)
+    if missing := sorted(set(lr_of) - {name for name, p in model.named_parameters() if p.requires_grad}):
+        raise ValueError(f"no trainable parameters named {missing}")
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
+    groups += own
     # foreach=False keeps the update order fixed, so resumed runs match uninterrupted ones bit for bit.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps, foreach=False)
 
