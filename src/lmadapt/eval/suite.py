@@ -93,8 +93,10 @@ PAPER: dict[str, PaperResult] = {
     "gsm8k": _paper("8-shot chain of thought", 34.0, 34.5, 73.0, 71.5),
     "bbh": _paper("3-shot chain of thought", 48.5, 45.5, 68.4, 66.0),
     "tydiqa": _paper("GoldP 1-shot F1", 46.4, 44.5, 53.6, 35.8),
+    "humaneval": _paper("Codex-Eval pass@10", 36.9, 40.0, 68.5, 68.9),
     # AlpacaEval 1 with a GPT-4 judge (the models' cards give the same numbers): a local judge differs.
     "alpaca": _paper("% win vs text-davinci-003, GPT-4 judge", 73.9, 85.1, 86.6, 95.1),
+    "toxigen": _paper("% toxic (lower is better)", 7.0, 0.5, 0.5, 0.2),
 }
 
 
