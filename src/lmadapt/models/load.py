@@ -29,7 +29,9 @@ from transformers import (
 )
 
 from lmadapt.config import LoraConfig, ModelConfig
+from lmadapt.data.templates import ChatTemplate, get_template
 from lmadapt.errors import ConfigError, LmadaptError
+from lmadapt.models.vocab import fit_model_to_template
 
 log = logging.getLogger("lmadapt")
 
@@ -208,6 +210,30 @@ def load_model(
     except (OSError, ValueError, ImportError, SafetensorError) as e:
         raise _refusal("load a model from", cfg.path, e) from None
     return model, kind
+
+
+@dataclasses.dataclass
+class ModelWithTemplate:
+    """A model to train, its tokenizer and the chat template fitted to both."""
+
+    model: PreTrainedModel
+    kind: ModelKind
+    tokenizer: PreTrainedTokenizerBase
+    template: ChatTemplate
+    template_tokens: list[int]  # the template's marker ids, whose embedding rows must train (LoRA too)
+
+
+def load_with_template(
+    cfg: ModelConfig, template: str, device: torch.device, causal_for: str = ""
+) -> ModelWithTemplate:
+    """`load_tokenizer` + `load_model` + the chat template `template` fitted to both (models/vocab.py).
+    `causal_for` names a method that needs a decoder-only model (e.g. "DPO"): any other is refused."""
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.path, cfg.trust_remote_code)
+    model, kind = load_model(cfg, device)
+    if causal_for and kind != "causal":
+        raise ConfigError(f"{causal_for} needs a causal (decoder-only) model; {cfg.path} is {kind}")
+    chat = get_template(template, tokenizer)
+    return ModelWithTemplate(model, kind, tokenizer, chat, fit_model_to_template(model, tokenizer, chat))
 
 
 def _load_merged_adapter(

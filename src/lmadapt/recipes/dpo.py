@@ -22,11 +22,15 @@ from accelerate import Accelerator
 from lmadapt.config import DPOConfig, PreferenceLossConfig
 from lmadapt.data.pipeline import TokenizedData, load_tokenized
 from lmadapt.data.preference import TokenizedPair, collate_pairs, with_reference
-from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError
-from lmadapt.models.load import apply_lora, disable_dropout, load_model, load_tokenizer, resolve_dtype
+from lmadapt.models.load import (
+    apply_lora,
+    disable_dropout,
+    load_model,
+    load_with_template,
+    resolve_dtype,
+)
 from lmadapt.models.save import save_model_and_tokenizer
-from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.recipes.eval_suite import training_suite
 from lmadapt.train.batching import pair_plan
 from lmadapt.train.loop import FitResult, fit
@@ -111,12 +115,8 @@ def run(cfg: DPOConfig) -> DPOResult:
     validate_preference_loss(cfg.dpo)
     run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources), generates=True)
     accelerator = run.accelerator
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
-    model, kind = load_model(cfg.model, run.device)
-    if kind != "causal":
-        raise ConfigError(f"DPO needs a causal (decoder-only) model; {cfg.model.path} is {kind}")
-    template = get_template(cfg.data.template, tokenizer)
-    template_tokens = fit_model_to_template(model, tokenizer, template)
+    loaded = load_with_template(cfg.model, cfg.data.template, run.device, causal_for="DPO")
+    model, kind, tokenizer, template = loaded.model, loaded.kind, loaded.tokenizer, loaded.template
     train = load_tokenized(cfg.data.sources, cfg.data, tokenizer, template, "preference")
     evals = load_tokenized(cfg.data.eval_sources, cfg.data, tokenizer, template, "preference")
     reference: ReferenceFn | None = None
@@ -128,7 +128,7 @@ def run(cfg: DPOConfig) -> DPOResult:
         splits = [train[0], evals[0]]
         reference = online_reference(cfg, model, run.device)
     if cfg.model.lora.enabled:
-        model = apply_lora(model, cfg.model.lora, kind, template_tokens)
+        model = apply_lora(model, cfg.model.lora, kind, loaded.template_tokens)
     disable_dropout(model)
     if reference is adapters_off_reference:
         log.info("reference: the base model with LoRA adapters disabled, computed each step")

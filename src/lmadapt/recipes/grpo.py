@@ -16,11 +16,9 @@ from pathlib import Path
 import torch
 
 from lmadapt.config import GRPOConfig
-from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError
-from lmadapt.models.load import apply_lora, disable_dropout, load_model, load_tokenizer
+from lmadapt.models.load import apply_lora, disable_dropout, load_with_template
 from lmadapt.models.save import save_model_and_tokenizer
-from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.rl.grpo import GRPOUpdate, ReferenceScorer, adapters_off_scorer, frozen_scorer
 from lmadapt.rl.loop import RLSettings, rl_fit, validate_settings
 from lmadapt.rl.prompts import load_prompts
@@ -46,12 +44,8 @@ def run(cfg: GRPOConfig) -> GRPOResult:
         raise ConfigError("rollout.num_generations must be at least 2: GRPO compares completions in a group")
     reward = build_reward(cfg.reward)
     run = start_run(cfg, cfg.train, has_eval_data=False)
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
-    model, kind = load_model(cfg.model, run.device)
-    if kind != "causal":
-        raise ConfigError(f"GRPO needs a causal (decoder-only) model; {cfg.model.path} is {kind}")
-    template = get_template(cfg.data.template, tokenizer)
-    template_tokens = fit_model_to_template(model, tokenizer, template)
+    loaded = load_with_template(cfg.model, cfg.data.template, run.device, causal_for="GRPO")
+    model, kind, tokenizer, template = loaded.model, loaded.kind, loaded.tokenizer, loaded.template
     prompts = load_prompts(cfg.data, template, tokenizer)
     reference: ReferenceScorer | None = None
     temperature = cfg.rollout.temperature
@@ -59,7 +53,7 @@ def run(cfg: GRPOConfig) -> GRPOResult:
         reference = frozen_scorer(copy.deepcopy(model).to(run.device), temperature)
     if cfg.model.lora.enabled:
         torch.manual_seed(cfg.train.seed)  # LoRA's A matrices: the same start in every run
-        model = apply_lora(model, cfg.model.lora, kind, template_tokens)
+        model = apply_lora(model, cfg.model.lora, kind, loaded.template_tokens)
         if cfg.grpo.beta > 0:
             reference = adapters_off_scorer(temperature)
             log.info("reference: the base model with LoRA adapters disabled")

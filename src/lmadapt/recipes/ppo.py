@@ -21,12 +21,10 @@ from pathlib import Path
 import torch
 
 from lmadapt.config import PPOConfig
-from lmadapt.data.templates import get_template
 from lmadapt.errors import ConfigError
 from lmadapt.eval.rewards import load_trained_reward_model
-from lmadapt.models.load import apply_lora, disable_dropout, load_model, load_tokenizer
+from lmadapt.models.load import apply_lora, disable_dropout, load_tokenizer, load_with_template
 from lmadapt.models.save import save_model_and_tokenizer
-from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.rl.grpo import adapters_off_scorer, frozen_scorer
 from lmadapt.rl.loop import RLSettings, rl_fit, validate_settings
 from lmadapt.rl.ppo import PolicyAndValue, PPOUpdate, frozen_reward_model, value_adapters_off
@@ -66,12 +64,8 @@ def run(cfg: PPOConfig) -> PPOResult:
     check_ppo_settings(cfg)
     reward = build_reward(cfg.reward) if cfg.reward is not None else None
     run = start_run(cfg, cfg.train, has_eval_data=False)
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
-    policy, kind = load_model(cfg.model, run.device)
-    if kind != "causal":
-        raise ConfigError(f"PPO needs a causal (decoder-only) model; {cfg.model.path} is {kind}")
-    template = get_template(cfg.data.template, tokenizer)
-    template_tokens = fit_model_to_template(policy, tokenizer, template)
+    loaded = load_with_template(cfg.model, cfg.data.template, run.device, causal_for="PPO")
+    policy, kind, tokenizer, template = loaded.model, loaded.kind, loaded.tokenizer, loaded.template
     if load_tokenizer(cfg.ppo.reward_model).get_vocab() != tokenizer.get_vocab():
         raise ConfigError(
             f"ppo.reward_model {cfg.ppo.reward_model}: its tokenizer differs from the policy's "
@@ -83,7 +77,7 @@ def run(cfg: PPOConfig) -> PPOResult:
     temperature = cfg.rollout.temperature
     if cfg.model.lora.enabled:
         torch.manual_seed(cfg.train.seed)  # LoRA's A matrices: the same start in every run
-        policy = apply_lora(policy, cfg.model.lora, kind, template_tokens)
+        policy = apply_lora(policy, cfg.model.lora, kind, loaded.template_tokens)
         value_model = apply_lora(value_model, cfg.model.lora, "sequence_classification")
         reference = adapters_off_scorer(temperature)
         log.info("reference: the policy with LoRA adapters disabled")

@@ -15,10 +15,8 @@ import torch
 
 from lmadapt.config import SFTConfig
 from lmadapt.data.pipeline import load_tokenized
-from lmadapt.data.templates import get_template
-from lmadapt.models.load import apply_lora, load_model, load_tokenizer
+from lmadapt.models.load import apply_lora, load_with_template
 from lmadapt.models.save import save_model_and_tokenizer
-from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.recipes.eval_suite import training_suite
 from lmadapt.train.batching import lm_batches
 from lmadapt.train.loop import FitResult, fit
@@ -37,17 +35,15 @@ class SFTResult:
 
 def run(cfg: SFTConfig) -> SFTResult:
     run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources), generates=True)
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
-    model, kind = load_model(cfg.model, run.device)
-    template = get_template(cfg.data.template, tokenizer)
-    template_tokens = fit_model_to_template(model, tokenizer, template)
+    loaded = load_with_template(cfg.model, cfg.data.template, run.device)
+    model, kind, tokenizer, template = loaded.model, loaded.kind, loaded.tokenizer, loaded.template
     train = load_tokenized(cfg.data.sources, cfg.data, tokenizer, template, kind).records
     evals = load_tokenized(cfg.data.eval_sources, cfg.data, tokenizer, template, kind).records
     seed, pad_id = cfg.train.seed, tokenizer.pad_token_id
     batches = lm_batches(train, evals, cfg.data, kind, cfg.train.batch_size, seed, pad_id)
     if cfg.model.lora.enabled:
         torch.manual_seed(cfg.train.seed)  # LoRA's A matrices: the same start in every run
-        model = apply_lora(model, cfg.model.lora, kind, template_tokens)
+        model = apply_lora(model, cfg.model.lora, kind, loaded.template_tokens)
     suite = training_suite(cfg.train, tokenizer, kind, template.jinja, run.out, run.accelerator)
     run.create()
     result = fit(
