@@ -8,10 +8,10 @@ import shutil
 import pytest
 import torch
 
-from lmadapt.config import ModelConfig
+from lmadapt.config import LoraConfig, ModelConfig
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.metrics import rouge_l
-from lmadapt.models.load import adapter_base_path, load_model, load_tokenizer
+from lmadapt.models.load import adapter_base_path, load_model, load_tokenizer, load_with_template
 
 
 def _one_line(excinfo: pytest.ExceptionInfo) -> str:
@@ -119,6 +119,19 @@ def test_relative_base_path_resolves_from_the_adapter_directory(adapter, chat_mo
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     monkeypatch.chdir("/")
     assert adapter_base_path(adapter) == chat_model_dir.resolve()
+
+
+def test_lora_on_top_of_an_adapter_warns_that_plain_peft_cannot_rebuild_the_chain(adapter, caplog):
+    """Plain PEFT loads an adapter whose base is an adapter onto the inner adapter's base and drops the
+    inner one, so a LoRA run from an adapter says so and how to get a portable output."""
+    loaded = load_with_template(ModelConfig(path=str(adapter)), "tulu", torch.device("cpu"))
+    assert (
+        loaded.kind == "causal" and not caplog.records
+    )  # full finetuning from it: a merged model, no warning
+    load_with_template(
+        ModelConfig(path=str(adapter), lora=LoraConfig(enabled=True)), "tulu", torch.device("cpu")
+    )
+    assert any("lmadapt merge" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 
 def test_adapter_with_missing_base_or_broken_weights(adapter):

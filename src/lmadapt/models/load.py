@@ -122,9 +122,12 @@ def check_model_dir(path: str | Path, allow_pickle: bool = False) -> Path:
     return directory
 
 
-def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The tokenizer saved in `path`; an adapter directory without one uses its base model's."""
-    directory = local_dir(path, "tokenizer path")
+def load_tokenizer(
+    path: str | Path, trust_remote_code: bool = False, what: str = "tokenizer path"
+) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in `path` (`what` names it in errors, e.g. a config field); an adapter
+    directory without one uses its base model's."""
+    directory = local_dir(path, what)
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         if is_adapter_dir(directory):
             return load_tokenizer(adapter_base_path(directory), trust_remote_code)
@@ -228,10 +231,22 @@ def load_with_template(
 ) -> ModelWithTemplate:
     """`load_tokenizer` + `load_model` + the chat template `template` fitted to both (models/vocab.py).
     `causal_for` names a method that needs a decoder-only model (e.g. "DPO"): any other is refused."""
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.path, cfg.trust_remote_code)
+    field = "model.tokenizer" if cfg.tokenizer else "model.path"
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.path, cfg.trust_remote_code, field)
     model, kind = load_model(cfg, device)
     if causal_for and kind != "causal":
         raise ConfigError(f"{causal_for} needs a causal (decoder-only) model; {cfg.path} is {kind}")
+    if cfg.lora.enabled and is_adapter_dir(cfg.path):
+        # PEFT records one base per adapter and does not follow a base that is itself an adapter:
+        # plain PEFT would silently drop the first adapter, plain transformers refuses the directory.
+        log.warning(
+            "model.path %s is a LoRA adapter: the new adapter trains on top of it merged, and its recorded "
+            "base is that adapter, which lmadapt loads but plain PEFT/transformers do not (PEFT silently "
+            "drops the first adapter). For a portable output, `lmadapt merge --model %s --out DIR` first "
+            "and start from DIR",
+            cfg.path,
+            cfg.path,
+        )
     chat = get_template(template, tokenizer)
     return ModelWithTemplate(model, kind, tokenizer, chat, fit_model_to_template(model, tokenizer, chat))
 

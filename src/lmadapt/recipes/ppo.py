@@ -66,7 +66,7 @@ def run(cfg: PPOConfig) -> PPOResult:
     run = start_run(cfg, cfg.train, has_eval_data=False)
     loaded = load_with_template(cfg.model, cfg.data.template, run.device, causal_for="PPO")
     policy, kind, tokenizer, template = loaded.model, loaded.kind, loaded.tokenizer, loaded.template
-    if load_tokenizer(cfg.ppo.reward_model).get_vocab() != tokenizer.get_vocab():
+    if load_tokenizer(cfg.ppo.reward_model, what="ppo.reward_model").get_vocab() != tokenizer.get_vocab():
         raise ConfigError(
             f"ppo.reward_model {cfg.ppo.reward_model}: its tokenizer differs from the policy's "
             f"(with the {template.name} template); train the reward model from the same base and template"
