@@ -10,7 +10,8 @@ Mth) time the code passes POINT it performs ACTION. Points are passed in the rea
     step                         an optimizer step, numbered from 1 by the step itself (train/loop.py)
 
 (store kinds: checkpoint, token-cache, reference-logps, hint-modules, hint-pretrained). ACTION is
-`kill` (SIGKILL this process), `enospc` (raise OSError(ENOSPC), a full disk), `sleep-S` (hold still S
+`kill` (SIGKILL this process), `term` / `term-twice` (SIGTERM to this process once / twice: a
+preemption, and an impatient one), `enospc` (raise OSError(ENOSPC), a full disk), `sleep-S` (hold still S
 seconds: a slow disk, so that another process contends), or one the caller acts on (`nan-loss`,
 `inf-grad` at `step`). Unset, `fault` is one dictionary test: it costs nothing.
 """
@@ -58,6 +59,9 @@ def fault(point: str, occurrence: int | None = None) -> str | None:
     action = _PLAN[point].get(occurrence)
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if action in ("term", "term-twice"):
+        for _ in range(2 if action == "term-twice" else 1):
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before os.kill returns
     if action == "enospc":
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected at {point})")
     if action is not None and action.startswith("sleep-"):
