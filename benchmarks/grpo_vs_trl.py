@@ -3,7 +3,7 @@
     python benchmarks/grpo_vs_trl.py [--prompts 16] [--per-step 4] [--generations 8] [--max-new 32]
                                      [--steps 4] [--warmup 1] [--rounds 2] [--trl-args '{...}']
 
-Both sides train the same ~10M-parameter Llama (fp32, CPU) on the same prompts, rendered with the Tulu
+Both sides train the same ~5M-parameter Llama (4.94M; fp32, CPU) on the same prompts, rendered with the Tulu
 template (TRL gets the rendered text through a byte tokenizer that adds nothing, so both sample from
 identical prompt ids), with the same G, completion length, temperature, learning rate, loss (grpo,
 one update per rollout batch, beta 0, TRL's default) and a cheap graded reward. An RL step is one
@@ -52,7 +52,7 @@ def maxrss_mb() -> float:
 
 
 def prepare(work: Path, prompts: int) -> None:
-    """The ~10M-parameter model, its tokenizer, the prompts and the reward module, shared by both sides."""
+    """The ~5M-parameter model, its tokenizer, the prompts and the reward module, shared by both sides."""
     import torch
     from transformers import ByT5Tokenizer
 
@@ -250,7 +250,7 @@ def main() -> None:
     added = {side: max(r["added_rss_mb"] for r in rs) for side, rs in runs.items()}
     peak = {side: max(r["peak_rss_mb"] for r in rs) for side, rs in runs.items()}
     print(
-        f"~6M-param Llama, {args.per_step} prompts x G={args.generations} x {args.max_new} new tokens per "
+        f"~5M-param Llama, {args.per_step} prompts x G={args.generations} x {args.max_new} new tokens per "
         f"step, best of {args.rounds} rounds of {args.steps} steps, {THREADS} thread(s): lmadapt "
         f"{best['ours']:.3f} steps/s (+{added['ours']:.0f} MB), TRL {best['trl']:.3f} steps/s "
         f"(+{added['trl']:.0f} MB)"

@@ -16,13 +16,14 @@ arms learn the training families?), held-out phrasings of training families, hel
 FLOPs per instance are analytic (matmuls, each arm's real prompt and output lengths; HINT includes one
 hypernetwork pass per task); seconds per instance are the whole evaluation call's.
 
-`--shots K ...` trains and scores both arms with def+Kpos for each K (first seed only); `--eval-shots K ...`
-scores the multi-seed models with K demonstrations in their prompts / instructions, whatever they were
-trained with (no training). Concatenation's FLOPs grow with every demonstration; HINT reads them once per
-task. `--pretrain-steps N` pretrains HINT's hypernetwork first (A/B/C cuts of plain text written from the
-training tasks, `pretraining_documents`). `--hint key=value` changes the HINT arm only (an ablation;
-name it with `--tag`). Finished (arm, encoding, seed, variant) cells are kept as OUT/cells/*.json and
-reused by a later call with the same --out and settings, so an ablation retrains only its own arm.
+`--shots K ...` trains and scores both arms with K demonstrations (the --encoding otherwise) for each K (first
+seed only); `--eval-shots K ...` scores the multi-seed models with K demonstrations in their prompts /
+instructions, whatever they were trained with (no training). Concatenation's FLOPs grow with every
+demonstration; HINT reads them once per task. `--pretrain-steps N` pretrains HINT's hypernetwork first (A/B/C
+cuts of plain text written from the training tasks, `pretraining_documents`). `--hint key=value` changes the
+HINT arm only (an ablation; name it with `--tag`). Finished (arm, encoding, seed, variant) cells are kept as
+OUT/cells/*.json and reused by a later call with the same --out and settings, so an ablation retrains only its
+own arm.
 Held-out phrasings and families are scored on 100 instances per task (as SuperNI), the training tasks
 on 5 (`--train-set-instances`).
 
@@ -159,6 +160,11 @@ def run_cell(cell: Cell, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def with_shots(encoding: str, shots: int) -> str:
+    """`encoding` with `shots` demonstrations instead of its own (its other parts, e.g. compact, kept)."""
+    return str(replace(PromptEncoding.parse(encoding), num_pos=shots))
+
+
 def evaluate_at(
     cell: Cell, record: dict[str, Any], shots: int, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -167,8 +173,7 @@ def evaluate_at(
     path = out / "cells" / f"{cell.name}-at-{shots}pos.json"
     if path.is_file():
         return json.loads(path.read_text())
-    encoding = "def" + (f"+{shots}pos" if shots else "")
-    ctx = cell_context(cell, out, args, encoding)
+    ctx = cell_context(cell, out, args, with_shots(cell.encoding, shots))
     evaluation = evaluate_run(Path(record["run_dir"]), ctx, ctx.out / f"eval-at-{shots}pos")
     result = {"cell": asdict(cell), "shots": shots, **scored(evaluation.scores, evaluation.per_set)}
     path.write_text(json.dumps(result, indent=2))
@@ -390,7 +395,7 @@ def main() -> None:
     pairs = [(Cell("concat", args.encoding, s), hint_cell(args.encoding, s)) for s in seeds]
     shot_pairs = [
         (Cell("concat", enc, seeds[0]), hint_cell(enc, seeds[0]))
-        for enc in ("def" + (f"+{k}pos" if k else "") for k in args.shots)
+        for enc in (with_shots(args.encoding, k) for k in args.shots)
     ]
     cells = list(dict.fromkeys(c for pair in pairs + shot_pairs for c in pair))
     records = run_cells(cells, out, args)

@@ -1,4 +1,5 @@
-"""Faults in a two-process run (torchrun, gloo on CPU): SFT.
+"""Faults in a two-process run (torchrun, gloo on CPU): SFT in full, DPO/reward/HINT killed mid-write;
+the online RL recipes (one process only, for now) refuse a two-process launch.
 
 Rank 0 writes the checkpoint entries, so a kill inside a write takes rank 0 down mid-write and the
 launcher the other rank; a full disk fails rank 0 with one line and the launch ends instead of
@@ -17,6 +18,8 @@ from lmadapt.train.checkpoint import latest_checkpoint
 pytestmark = pytest.mark.slow
 
 SFT = RECIPES["sft"]
+OTHERS = [r for name, r in RECIPES.items() if name != "sft" and not r.online]
+ONLINE = [r for r in RECIPES.values() if r.online]
 SKIPPED = "step@3=nan-loss,step@5=inf-grad"
 
 
@@ -41,6 +44,36 @@ def test_two_processes_killed_inside_a_checkpoint_write_resume_bit_identical(inp
     resumed = torchrun("sft", config, "--resume", faults=SKIPPED)
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
     assert_same_weights(SFT, tmp_path / "straight", tmp_path / "run")
+
+
+@pytest.mark.parametrize("recipe", OTHERS, ids=[r.command for r in OTHERS])
+def test_every_recipe_killed_inside_a_checkpoint_write_in_two_processes_resumes_bit_identical(
+    recipe, inputs, tmp_path
+):
+    point = random.Random(recipe.command).choice(["between-files", "staged", "before-rename", "after-rename"])
+    configs = {}
+    for name in ("straight", "run"):
+        cfg = recipe.config(inputs, tmp_path / name, "train.max_steps=6")
+        configs[name] = write_config(cfg, tmp_path / f"{name}.yaml")
+    straight = torchrun(recipe.command, configs["straight"])
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = torchrun(recipe.command, configs["run"], faults=f"checkpoint/{point}@2=kill")
+    assert killed.returncode != 0
+    expected = 2 * SAVE_EVERY if point == "after-rename" else SAVE_EVERY
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").meta["step"] == expected, point
+    resumed = torchrun(recipe.command, configs["run"], "--resume")
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
+    assert_same_weights(recipe, tmp_path / "straight", tmp_path / "run")
+
+
+@pytest.mark.parametrize("recipe", ONLINE, ids=[r.command for r in ONLINE])
+def test_online_recipes_refuse_two_processes_and_write_nothing(recipe, inputs, tmp_path):
+    config = write_config(recipe.config(inputs, tmp_path / "run"), tmp_path / "run.yaml")
+    proc = torchrun(recipe.command, config)
+    assert proc.returncode != 0
+    errors = {line for line in proc.stderr.splitlines() if line.startswith("lmadapt: error:")}
+    assert len(errors) == 1 and "run in one process" in errors.pop(), proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_full_disk_on_rank_0_ends_the_whole_launch(inputs, tmp_path):

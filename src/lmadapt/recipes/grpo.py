@@ -20,7 +20,7 @@ from lmadapt.errors import ConfigError
 from lmadapt.models.load import apply_lora, disable_dropout, load_with_template
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.rl.grpo import GRPOUpdate, ReferenceScorer, adapters_off_scorer, frozen_scorer
-from lmadapt.rl.loop import RLSettings, rl_fit, validate_settings
+from lmadapt.rl.loop import RLSettings, check_one_process, rl_fit, validate_settings
 from lmadapt.rl.prompts import load_prompts
 from lmadapt.rl.rewards import build_reward
 from lmadapt.rl.rollout import TransformersRollout
@@ -44,6 +44,7 @@ def run(cfg: GRPOConfig) -> GRPOResult:
         raise ConfigError("rollout.num_generations must be at least 2: GRPO compares completions in a group")
     reward = build_reward(cfg.reward)
     run = start_run(cfg, cfg.train, has_eval_data=False)
+    check_one_process(run.accelerator)
     loaded = load_with_template(cfg.model, cfg.data.template, run.device, causal_for="GRPO")
     model, kind, tokenizer, template = loaded.model, loaded.kind, loaded.tokenizer, loaded.template
     prompts = load_prompts(cfg.data, template, tokenizer)

@@ -26,7 +26,7 @@ from lmadapt.eval.rewards import load_trained_reward_model
 from lmadapt.models.load import apply_lora, disable_dropout, load_tokenizer, load_with_template
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.rl.grpo import adapters_off_scorer, frozen_scorer
-from lmadapt.rl.loop import RLSettings, rl_fit, validate_settings
+from lmadapt.rl.loop import RLSettings, check_one_process, rl_fit, validate_settings
 from lmadapt.rl.ppo import PolicyAndValue, PPOUpdate, frozen_reward_model, value_adapters_off
 from lmadapt.rl.prompts import load_prompts
 from lmadapt.rl.rewards import build_reward
@@ -64,6 +64,7 @@ def run(cfg: PPOConfig) -> PPOResult:
     check_ppo_settings(cfg)
     reward = build_reward(cfg.reward) if cfg.reward is not None else None
     run = start_run(cfg, cfg.train, has_eval_data=False)
+    check_one_process(run.accelerator)
     loaded = load_with_template(cfg.model, cfg.data.template, run.device, causal_for="PPO")
     policy, kind, tokenizer, template = loaded.model, loaded.kind, loaded.tokenizer, loaded.template
     if load_tokenizer(cfg.ppo.reward_model, what="ppo.reward_model").get_vocab() != tokenizer.get_vocab():

@@ -124,6 +124,12 @@ def validate_settings(cfg: RLSettings) -> None:
         raise ConfigError("update.mini_batches exceeds the sequences of a rollout batch")
 
 
+def check_one_process(accelerator: Accelerator) -> None:
+    """Online RL runs in one process for now (a recipe checks this before it writes anything)."""
+    if accelerator.num_processes > 1:
+        raise LmadaptError("online RL recipes run in one process for now; launch without accelerate/torchrun")
+
+
 def rl_fit(
     model: torch.nn.Module,
     algorithm: PolicyUpdate,
@@ -142,8 +148,7 @@ def rl_fit(
     itself in `prepare` (PPO's reward model); the rewards it receives are zeros.
     """
     validate_settings(cfg)
-    if accelerator.num_processes > 1:
-        raise LmadaptError("online RL recipes run in one process for now; launch without accelerate/torchrun")
+    check_one_process(accelerator)
     train = cfg.train
     torch.manual_seed(train.seed)
     steps = rl_total_steps(cfg, len(prompts))
