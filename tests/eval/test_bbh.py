@@ -73,15 +73,6 @@ def test_answer_extraction(output: str, prediction: str, found: bool) -> None:
     assert bbh.extract_answer(output) == (prediction, found)
 
 
-def test_exact_match_ignores_case_and_punctuation_only() -> None:
-    assert bbh.exact_match("(b)", "(B)")
-    assert bbh.exact_match("Yes!", "yes")
-    assert bbh.exact_match("dont", "don't")
-    assert not bbh.exact_match("(B)", "(C)")
-    assert not bbh.exact_match(" yes", "yes")  # whitespace is not stripped by that scorer
-    assert not bbh.exact_match("(A) apple", "(A)")
-
-
 def test_metrics_average_over_tasks_by_hand() -> None:
     examples = [Example("a", 0, "", "x"), Example("b", 0, "", "y"), Example("b", 1, "", "z")]
     metrics = bbh.bbh_metrics(examples, ["X", "y", "w"], [True, False, True])

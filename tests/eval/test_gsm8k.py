@@ -157,6 +157,15 @@ def test_tulu_gold_and_match() -> None:
     assert tulu_match("7.2", "72")  # ... which also makes these equal, as in Tulu's scoring
 
 
+def test_tulu_match_ignores_case_and_punctuation_only_as_bbh_needs() -> None:
+    assert tulu_match("(b)", "(B)")
+    assert tulu_match("Yes!", "yes")
+    assert tulu_match("dont", "don't")
+    assert not tulu_match("(B)", "(C)")
+    assert not tulu_match(" yes", "yes")  # whitespace is not stripped by that scorer
+    assert not tulu_match("(A) apple", "(A)")
+
+
 def test_sample_is_the_one_tulu_drew() -> None:
     problems = [Problem(f"q{i}", f"#### {i}", str(i), i + 1) for i in range(300)]
     random.seed(42)  # Tulu's code: the module-level generator, seeded, then random.sample

@@ -141,6 +141,27 @@ def test_suite_mistakes_are_named_before_anything_runs(tmp_path: Path, suite_eva
     assert not (tmp_path / "out").exists()
 
 
+def test_missing_models_and_data_are_named_before_anything_runs(tmp_path: Path, two_models, suite_evals):
+    models = {"first": two_models["first"], "typo": tmp_path / "secnod"}
+    config = write_suite(tmp_path / "s.yaml", tmp_path / "out", models, suite_evals)
+    with pytest.raises(ConfigError, match=r"models\.typo: no such model directory: .*secnod"):
+        run_suite(load_config(SuiteConfig, config), RUNNERS)
+    suite_evals[1]["args"]["data"] = str(tmp_path / "bhh")
+    config = write_suite(tmp_path / "s.yaml", tmp_path / "out", {"first": two_models["first"]}, suite_evals)
+    with pytest.raises(ConfigError, match=r"evals\.1\.args\.data: no such file or directory: .*bhh"):
+        run_suite(load_config(SuiteConfig, config), RUNNERS)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_missing_inside_a_release_fails_that_evaluation_only(tmp_path: Path, two_models, suite_evals):
+    (tmp_path / "tydiqa").mkdir()  # the directory exists, its dev file does not
+    suite_evals.insert(0, {"eval": "tydiqa", "args": {"data": str(tmp_path / "tydiqa")}})
+    config = write_suite(tmp_path / "s.yaml", tmp_path / "out", {"first": two_models["first"]}, suite_evals)
+    metrics = run_suite(load_config(SuiteConfig, config), RUNNERS)
+    assert "No such file" in metrics["evaluations"]["tydiqa"]["errors"]["first"]
+    assert set(metrics["evaluations"]["bbh"]["scores"]) == {"first"}
+
+
 def test_model_labels_are_plain_directory_names(tmp_path: Path, suite_evals) -> None:
     config = write_suite(tmp_path / "s.yaml", tmp_path / "out", {"..": tmp_path}, suite_evals)
     with pytest.raises(ConfigError, match=r"models label '\.\.'"):

@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import random
 import re
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmadapt.errors import DataError
+from lmadapt.eval.gsm8k import tulu_match  # the same Hugging Face exact_match settings
 
 TULU_MAX_EXAMPLES_PER_TASK = 40
 TULU_MAX_NEW_TOKENS = 512
@@ -34,7 +34,6 @@ SAMPLE_SEED = 42
 HEADER_LINES = 2
 CHAT_REPLY_START = "A:"
 _ANSWER = re.compile(r"So the answer is (.*?)\.")
-_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 @dataclass(frozen=True)
@@ -106,14 +105,6 @@ def extract_answer(output: str) -> tuple[str, bool]:
     return output.strip().split("\n\n")[0].strip(), False
 
 
-def normalize(text: str) -> str:
-    return text.lower().translate(_NO_PUNCTUATION)
-
-
-def exact_match(prediction: str, target: str) -> bool:
-    return normalize(prediction) == normalize(target)
-
-
 def bbh_metrics(
     examples: Sequence[Example], predictions: Sequence[str], found: Sequence[bool]
 ) -> dict[str, Any]:
@@ -122,7 +113,7 @@ def bbh_metrics(
     for example, prediction, had_phrase in zip(examples, predictions, found, strict=True):
         task = per_task.setdefault(example.task, {"num_examples": 0, "correct": 0, "no_answer": 0})
         task["num_examples"] += 1
-        task["correct"] += exact_match(prediction, example.target)
+        task["correct"] += tulu_match(prediction, example.target)
         task["no_answer"] += not had_phrase
     scores = {
         name: {

@@ -79,6 +79,20 @@ def check_suite(cfg: SuiteConfig, runners: Mapping[str, Callable[..., dict[str, 
             raise ConfigError(f"{where}.args: `eval {item.eval}` needs {', '.join(missing)}")
 
 
+def check_inputs(cfg: SuiteConfig, runners: Mapping[str, Callable[..., dict[str, Any]]]) -> None:
+    """Every model directory and every path argument exists, before anything runs (a suite's first
+    evaluation may take hours; a typo in its last one should not wait for them)."""
+    for label, path in cfg.models.items():
+        if path != IN_TRAINING and not Path(path).is_dir():
+            raise ConfigError(f"models.{label}: no such model directory: {path}")
+    for i, item in enumerate(cfg.evals):
+        parameters = inspect.signature(runners[item.eval]).parameters
+        for key, value in item.args.items():
+            takes_path = "Path" in str(parameters[key].annotation)
+            if takes_path and isinstance(value, str) and not Path(value).exists():
+                raise ConfigError(f"evals.{i}.args.{key}: no such file or directory: {value}")
+
+
 def _settings(model: str, item: Any) -> dict[str, Any]:
     return {"eval": item.eval, "model": model, "args": item.args}
 
@@ -103,6 +117,7 @@ def run_suite(
     """Run every evaluation of `cfg` on every model (`runners`: evaluation name -> its run_* function);
     returns the suite's metrics.json. Finished results of the same settings are kept (see module doc)."""
     check_suite(cfg, runners)
+    check_inputs(cfg, runners)
     out = Path(cfg.out)
     plan = [
         (model_label, path, item, out / model_label / item.label)
@@ -127,7 +142,7 @@ def run_suite(
                 log.info("%s on %s -> %s", item.label, model_label, directory)
                 try:
                     metrics = runners[item.eval](out=directory, model=path, overwrite=True, **item.args)
-                except LmadaptError as e:
+                except (LmadaptError, FileNotFoundError) as e:  # the suite goes on with the others
                     log.error("%s on %s failed: %s", item.label, model_label, e)
                     errors.setdefault(item.label, {})[model_label] = str(e)
                     continue
@@ -158,6 +173,7 @@ def training_suite(
         log.info("train.eval_suite: evaluating the model in training (the suite's models/out are not used)")
     suite = dataclasses.replace(suite, models={"model": IN_TRAINING}, out=str(out_dir / "eval_suite"))
     check_suite(suite, RUNNERS)
+    check_inputs(suite, RUNNERS)
     tokenizer = copy.copy(tokenizer)  # the saved model's template, without touching the training tokenizer
     tokenizer.chat_template = chat_template
 

@@ -398,7 +398,7 @@ def run_bbh(
             "output": text,
             "prediction": prediction,
             "target": example.target,
-            "correct": bbh.exact_match(prediction, example.target),
+            "correct": gsm8k.tulu_match(prediction, example.target),
         }
         for example, text, (prediction, _) in zip(examples, texts, extracted, strict=True)
     ]
