@@ -11,7 +11,7 @@ import torch
 from lmadapt.config import LoraConfig, ModelConfig
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.metrics import rouge_l
-from lmadapt.models.load import adapter_base_path, load_model, load_tokenizer, load_with_template
+from lmadapt.models.load import adapter_base_path, apply_lora, load_model, load_tokenizer, load_with_template
 
 
 def _one_line(excinfo: pytest.ExceptionInfo) -> str:
@@ -172,3 +172,14 @@ def test_flash_attention_without_its_package_is_a_one_line_error(tiny_llama_dir)
     with pytest.raises(LmadaptError, match="FlashAttention2") as err:
         load_model(ModelConfig(path=str(tiny_llama_dir), attn_implementation="flash_attention_2"))
     assert "\n" not in str(err.value)
+
+
+def test_lora_adapters_start_from_the_seed(tiny_llama_dir):
+    def lora_a(seed: int) -> list[torch.Tensor]:
+        model, kind = load_model(ModelConfig(path=str(tiny_llama_dir)))
+        wrapped = apply_lora(model, LoraConfig(enabled=True, r=2), kind, seed=seed)
+        return [p.detach().clone() for n, p in wrapped.named_parameters() if "lora_A" in n]
+
+    first, again, other = lora_a(3), lora_a(3), lora_a(4)
+    assert first and all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))

@@ -147,7 +147,7 @@ def test_online_references_disabled_adapters_and_frozen_copy():
     frozen = frozen_reference(_model())
     torch.testing.assert_close(frozen(base, batch), expected)
 
-    policy = apply_lora(_model(), LoraConfig(enabled=True, r=2), "causal")
+    policy = apply_lora(_model(), LoraConfig(enabled=True, r=2), "causal", seed=0)
     with torch.no_grad():
         for name, param in policy.named_parameters():
             if "lora_B" in name:

@@ -285,8 +285,13 @@ def apply_lora(
     cfg: LoraConfig,
     kind: ModelKind | Literal["sequence_classification"],
     trainable_tokens: Sequence[int] = (),
+    *,
+    seed: int,
 ) -> PreTrainedModel:
     """Wrap `model` with PEFT LoRA adapters; only the adapters (and a classification head) train.
+
+    LoRA's A matrices are drawn after `torch.manual_seed(seed)` (the run's seed), so a rerun, or a resumed
+    run's reference, starts from the same adapters.
 
     `trainable_tokens` (ids of chat-template markers, see models/vocab.py) also train their embedding
     rows (and output rows when the head is not tied), saved in the adapter as PEFT trainable tokens.
@@ -315,6 +320,7 @@ def apply_lora(
         target_modules=cfg.target_modules,
         trainable_token_indices=_token_layers(model, list(trainable_tokens)) if trainable_tokens else None,
     )
+    torch.manual_seed(seed)
     peft_model = get_peft_model(model, peft_cfg)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())

@@ -128,7 +128,7 @@ def run(cfg: DPOConfig) -> DPOResult:
         splits = [train[0], evals[0]]
         reference = online_reference(cfg, model, run.device)
     if cfg.model.lora.enabled:
-        model = apply_lora(model, cfg.model.lora, kind, loaded.template_tokens)
+        model = apply_lora(model, cfg.model.lora, kind, loaded.template_tokens, seed=cfg.train.seed)
     disable_dropout(model)
     if reference is adapters_off_reference:
         log.info("reference: the base model with LoRA adapters disabled, computed each step")

@@ -53,8 +53,7 @@ def run(cfg: GRPOConfig) -> GRPOResult:
     if cfg.grpo.beta > 0 and not cfg.model.lora.enabled:
         reference = frozen_scorer(copy.deepcopy(model).to(run.device), temperature)
     if cfg.model.lora.enabled:
-        torch.manual_seed(cfg.train.seed)  # LoRA's A matrices: the same start in every run
-        model = apply_lora(model, cfg.model.lora, kind, loaded.template_tokens)
+        model = apply_lora(model, cfg.model.lora, kind, loaded.template_tokens, seed=cfg.train.seed)
         if cfg.grpo.beta > 0:
             reference = adapters_off_scorer(temperature)
             log.info("reference: the base model with LoRA adapters disabled")

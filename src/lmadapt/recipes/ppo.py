@@ -77,9 +77,8 @@ def run(cfg: PPOConfig) -> PPOResult:
     value_model = load_trained_reward_model(value_path, tokenizer.pad_token_id, run.device)
     temperature = cfg.rollout.temperature
     if cfg.model.lora.enabled:
-        torch.manual_seed(cfg.train.seed)  # LoRA's A matrices: the same start in every run
-        policy = apply_lora(policy, cfg.model.lora, kind, loaded.template_tokens)
-        value_model = apply_lora(value_model, cfg.model.lora, "sequence_classification")
+        policy = apply_lora(policy, cfg.model.lora, kind, loaded.template_tokens, seed=cfg.train.seed)
+        value_model = apply_lora(value_model, cfg.model.lora, "sequence_classification", seed=cfg.train.seed)
         reference = adapters_off_scorer(temperature)
         log.info("reference: the policy with LoRA adapters disabled")
     else:

@@ -56,7 +56,8 @@ def run(cfg: RewardConfig) -> RewardResult:
     train = load_tokenized(cfg.data.sources, cfg.data, tokenizer, template, "preference").records
     evals = load_tokenized(cfg.data.eval_sources, cfg.data, tokenizer, template, "preference").records
     if cfg.model.lora.enabled:
-        model = apply_lora(model, cfg.model.lora, "sequence_classification", template_tokens)
+        lora = cfg.model.lora
+        model = apply_lora(model, lora, "sequence_classification", template_tokens, seed=cfg.train.seed)
     plan = pair_plan(train, cfg.data, cfg.train.batch_size, cfg.train.seed, "reward")
     run.create()
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)

@@ -42,8 +42,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     seed, pad_id = cfg.train.seed, tokenizer.pad_token_id
     batches = lm_batches(train, evals, cfg.data, kind, cfg.train.batch_size, seed, pad_id)
     if cfg.model.lora.enabled:
-        torch.manual_seed(cfg.train.seed)  # LoRA's A matrices: the same start in every run
-        model = apply_lora(model, cfg.model.lora, kind, loaded.template_tokens)
+        model = apply_lora(model, cfg.model.lora, kind, loaded.template_tokens, seed=cfg.train.seed)
     suite = training_suite(cfg.train, tokenizer, kind, template.jinja, run.out, run.accelerator)
     run.create()
     result = fit(
