@@ -49,7 +49,7 @@ def test_pickled_weights_are_refused_unless_allowed_and_the_message_says_why(cha
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
 
 
-@pytest.mark.parametrize("name", ["model.ckpt", "weights.pt"])
+@pytest.mark.parametrize("name", ["model.ckpt", "weights.pt", "weights.pth", "state.pkl"])
 def test_other_pickle_files_are_named_too(chat_model_dir, name):
     _pickled(chat_model_dir, name)
     with pytest.raises(LmadaptError, match=rf"only pickled ones \({name}\).*can run any code"):
