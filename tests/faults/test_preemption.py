@@ -4,6 +4,7 @@ bit-identical to an uninterrupted run; a second signal stops at once and corrupt
 from __future__ import annotations
 
 from faults.harness import (
+    RECIPES,
     SAVE_EVERY,
     STEPS,
     assert_same_weights,
@@ -52,5 +53,22 @@ def test_a_second_signal_stops_at_once_and_the_previous_checkpoint_resumes(
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert last_line(proc).startswith(f"lmadapt: interrupted at step {STOP_AT - 1} of {STEPS}")
+    assert latest_checkpoint(run_dir / "checkpoints").meta["step"] == STOP_AT - 1
+    _resume_and_compare(recipe, inputs, straight, run_dir, config)
+
+
+def test_a_grace_period_that_runs_out_in_the_requested_checkpoint_stops_and_the_previous_one_resumes(
+    inputs, straight, tmp_path
+):
+    # SIGTERM in step 5; the checkpoint it asks for (the run's third) stalls between its files for longer
+    # than train.stop_grace_s, so the run is stopped there: the half-written checkpoint is never exposed.
+    recipe = RECIPES["sft"]
+    run_dir = tmp_path / "run"
+    cfg = recipe.config(inputs, run_dir, "train.stop_grace_s=1")
+    config = write_config(cfg, tmp_path / "run.yaml")
+    proc = lmadapt(recipe.command, config, faults=f"step@{STOP_AT}=term,checkpoint/between-files@3=sleep-4")
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert last_line(proc).startswith(f"lmadapt: interrupted at step {STOP_AT} of {STEPS}")
     assert latest_checkpoint(run_dir / "checkpoints").meta["step"] == STOP_AT - 1
     _resume_and_compare(recipe, inputs, straight, run_dir, config)
