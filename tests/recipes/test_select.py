@@ -9,7 +9,7 @@ from support import logged_losses, tiny_run_config
 
 from lmadapt.cli import main
 from lmadapt.config import SFTConfig
-from lmadapt.errors import LmadaptError
+from lmadapt.errors import ConfigError, LmadaptError
 from lmadapt.recipes import sft
 from lmadapt.recipes.select import run
 
@@ -99,3 +99,11 @@ def test_cli_bad_query_row_is_one_line_and_exit_code_2(select_config, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"lmadapt: error: {cfg.queries[0].path}:2:") and "\n" not in err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("field", ["pool.0.path", "queries.0.path", "model.path"])
+def test_a_missing_input_is_named_by_its_field_before_any_work(select_config, tmp_path, field):
+    cfg = select_config(f"{field}={tmp_path / 'typo'}")
+    with pytest.raises(ConfigError, match=rf"^{field}: no such file or directory: .*typo$"):
+        run(cfg)
+    assert not (tmp_path / "selected.jsonl").exists() and not (tmp_path / "cache").exists()

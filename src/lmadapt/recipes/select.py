@@ -54,6 +54,7 @@ def budget_of(cfg: SelectConfig, pool_size: int) -> int:
 
 def run(cfg: SelectConfig) -> SelectResult:
     output, manifest = _outputs(cfg)
+    _check_paths(cfg)
     sel = cfg.selection
     if sel.num_threads:
         torch.set_num_threads(sel.num_threads)
@@ -83,6 +84,17 @@ def _outputs(cfg: SelectConfig) -> tuple[Path, Path]:
     if existing and not cfg.overwrite:
         raise LmadaptError(f"{' and '.join(existing)} already exist; pass --overwrite to replace them")
     return output, manifest
+
+
+def _check_paths(cfg: SelectConfig) -> None:
+    """Every file the run reads exists, named by its config field, before the (long) embedding starts."""
+    paths = [(f"pool.{i}.path", source.path) for i, source in enumerate(cfg.pool)]
+    if cfg.selection.method != "random":
+        paths += [(f"queries.{i}.path", query.path) for i, query in enumerate(cfg.queries)]
+        paths += [("model.path", cfg.model.path)] if cfg.model.path else []
+    for field_name, path in paths:
+        if path and not Path(path).exists():
+            raise ConfigError(f"{field_name}: no such file or directory: {path}")
 
 
 def _similar(cfg: SelectConfig, pool: Pool, queries: list[Query], budget: int) -> list[Pick]:
