@@ -9,6 +9,7 @@ import pytest
 
 from lmadapt import config as config_module
 from lmadapt.cli import RECIPES as COMMANDS
+from lmadapt.cli import main
 from lmadapt.eval.suite import SuiteConfig
 from lmadapt.recipes.eval_suite import check_suite
 from lmadapt.recipes.evaluate import RUNNERS
@@ -35,3 +36,18 @@ def test_recipe_first_line_is_its_command_and_it_loads(path):
 
 def test_there_are_recipes():
     assert len(RECIPES) >= 2
+
+
+TRAINING = [p for p in RECIPES if p.read_text().split()[2] in COMMANDS]
+
+
+@pytest.mark.parametrize("path", TRAINING, ids=lambda p: p.name)
+def test_a_shipped_recipe_without_its_model_names_model_path_and_writes_nothing(
+    path, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # the recipes write under runs/, relative to here
+    command = path.read_text().split()[2]
+    assert main([command, str(path), f"model.path={tmp_path / 'no-model'}", "model.tokenizer="]) == 2
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith(f"lmadapt: error: model.path '{tmp_path / 'no-model'}' is not a local"), err
+    assert list(tmp_path.iterdir()) == []

@@ -18,6 +18,7 @@ from lmadapt.config import HintConfig
 from lmadapt.demo.stages import DemoSettings, build_base_model
 from lmadapt.demo.suite import build_suite, export_superni
 from lmadapt.errors import ConfigError
+from lmadapt.models.load import local_dir
 
 log = logging.getLogger("lmadapt")
 
@@ -41,6 +42,8 @@ def resolve_builtin(cfg: HintConfig) -> HintConfig:
         )
     if not cfg.train.output_dir:
         raise ConfigError("train.output_dir is not set (the built-in suite is written beside it)")
+    if cfg.model.path != BUILTIN:  # a model of one's own: checked before the suite is written beside the run
+        local_dir(cfg.model.path, "model.path")
     root = builtin_dir(cfg)
     d = cfg.data
     suite = build_suite(

@@ -226,13 +226,18 @@ class ModelWithTemplate:
     template_tokens: list[int]  # the template's marker ids, whose embedding rows must train (LoRA too)
 
 
+def model_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer of a `model:` section (`model.tokenizer`, else the model's); errors name the field."""
+    field = "model.tokenizer" if cfg.tokenizer else "model.path"
+    return load_tokenizer(cfg.tokenizer or cfg.path, cfg.trust_remote_code, field)
+
+
 def load_with_template(
     cfg: ModelConfig, template: str, device: torch.device, causal_for: str = ""
 ) -> ModelWithTemplate:
     """`load_tokenizer` + `load_model` + the chat template `template` fitted to both (models/vocab.py).
     `causal_for` names a method that needs a decoder-only model (e.g. "DPO"): any other is refused."""
-    field = "model.tokenizer" if cfg.tokenizer else "model.path"
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.path, cfg.trust_remote_code, field)
+    tokenizer = model_tokenizer(cfg)
     model, kind = load_model(cfg, device)
     if causal_for and kind != "causal":
         raise ConfigError(f"{causal_for} needs a causal (decoder-only) model; {cfg.path} is {kind}")

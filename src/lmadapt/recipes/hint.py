@@ -40,7 +40,7 @@ from lmadapt.hint.data import (
 from lmadapt.hint.export import export_peft
 from lmadapt.hint.model import HintModel
 from lmadapt.hint.run import RunSettings, load_hint_run, save_hint_run
-from lmadapt.models.load import load_model, load_tokenizer
+from lmadapt.models.load import load_model, model_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.store import CorruptEntry, open_entry, write_entry
 from lmadapt.train.checkpoint import trainable_state
@@ -75,7 +75,7 @@ def run(cfg: HintConfig) -> HintResult:
     run = start_run(cfg, cfg.train, has_eval_data=cfg.data.eval_instances_per_task > 0)
     if is_sharded(run.accelerator):  # the hypernetwork export reads whole parameters; not wired for FSDP
         raise ConfigError("HINT trains with data parallelism only; launch it without FSDP/DeepSpeed")
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
+    tokenizer = model_tokenizer(cfg.model)
     underlying, _ = load_model(cfg.model, run.device)
     # chatml's markers become special tokens: the embeddings grow to hold them before HINT wraps the model
     fit_model_to_template(underlying, tokenizer, instance_template(cfg.data.template, tokenizer))

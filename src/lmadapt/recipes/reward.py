@@ -20,7 +20,7 @@ from lmadapt.config import ModelConfig, RewardConfig
 from lmadapt.data.pipeline import load_tokenized
 from lmadapt.data.preference import collate_pairs
 from lmadapt.data.templates import get_template
-from lmadapt.models.load import apply_lora, load_model, load_tokenizer
+from lmadapt.models.load import apply_lora, load_model, model_tokenizer
 from lmadapt.models.save import save_model_and_tokenizer
 from lmadapt.models.vocab import fit_model_to_template
 from lmadapt.train.batching import pair_plan
@@ -48,7 +48,7 @@ class RewardResult:
 
 def run(cfg: RewardConfig) -> RewardResult:
     run = start_run(cfg, cfg.train, has_eval_data=bool(cfg.data.eval_sources))
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
+    tokenizer = model_tokenizer(cfg.model)
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     model = load_reward_model(cfg.model, tokenizer.pad_token_id, run.device)
     template = get_template(cfg.data.template, tokenizer)

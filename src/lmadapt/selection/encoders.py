@@ -30,7 +30,7 @@ from lmadapt.models.load import (
     first_line,
     is_adapter_dir,
     load_model,
-    load_tokenizer,
+    model_tokenizer,
     resolve_dtype,
 )
 from lmadapt.models.vocab import fit_model_to_template
@@ -95,7 +95,7 @@ def load_encoder(cfg: SelectConfig, device: torch.device | None = None) -> Encod
     sel = cfg.selection
     if not cfg.model.path:
         raise ConfigError(f"model.path is not set (the {sel.method} method embeds with it)")
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
+    tokenizer = model_tokenizer(cfg.model)
     if sel.method == "rds":
         model, kind = load_model(cfg.model, device)
         if kind != "causal":
