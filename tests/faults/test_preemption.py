@@ -28,6 +28,15 @@ def _resume_and_compare(recipe, inputs, straight, run_dir, config) -> None:
     assert logged_steps(run_dir) == list(range(1, STEPS + 1))
 
 
+def _assert_stopped_at_once(proc, interrupted_at: int, run_dir) -> None:
+    """Exit 130 without a traceback, the last line naming the step, and step STOP_AT - 1's checkpoint
+    (the one before the signal) the newest."""
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert last_line(proc).startswith(f"lmadapt: interrupted at step {interrupted_at} of {STEPS}")
+    assert latest_checkpoint(run_dir / "checkpoints").meta["step"] == STOP_AT - 1
+
+
 @every_recipe
 def test_sigterm_checkpoints_at_the_step_boundary_and_resume_is_bit_identical(
     recipe, inputs, straight, tmp_path
@@ -50,10 +59,7 @@ def test_a_second_signal_stops_at_once_and_the_previous_checkpoint_resumes(
     run_dir = tmp_path / "run"
     config = write_config(recipe.config(inputs, run_dir), tmp_path / "run.yaml")
     proc = lmadapt(recipe.command, config, faults=f"step@{STOP_AT}=term-twice")
-    assert proc.returncode == 130, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    assert last_line(proc).startswith(f"lmadapt: interrupted at step {STOP_AT - 1} of {STEPS}")
-    assert latest_checkpoint(run_dir / "checkpoints").meta["step"] == STOP_AT - 1
+    _assert_stopped_at_once(proc, STOP_AT - 1, run_dir)
     _resume_and_compare(recipe, inputs, straight, run_dir, config)
 
 
@@ -67,8 +73,5 @@ def test_a_grace_period_that_runs_out_in_the_requested_checkpoint_stops_and_the_
     cfg = recipe.config(inputs, run_dir, "train.stop_grace_s=1")
     config = write_config(cfg, tmp_path / "run.yaml")
     proc = lmadapt(recipe.command, config, faults=f"step@{STOP_AT}=term,checkpoint/between-files@3=sleep-4")
-    assert proc.returncode == 130, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    assert last_line(proc).startswith(f"lmadapt: interrupted at step {STOP_AT} of {STEPS}")
-    assert latest_checkpoint(run_dir / "checkpoints").meta["step"] == STOP_AT - 1
+    _assert_stopped_at_once(proc, STOP_AT, run_dir)
     _resume_and_compare(recipe, inputs, straight, run_dir, config)

@@ -21,6 +21,7 @@ SFT = RECIPES["sft"]
 OTHERS = [r for name, r in RECIPES.items() if name != "sft" and not r.online]
 ONLINE = [r for r in RECIPES.values() if r.online]
 SKIPPED = "step@3=nan-loss,step@5=inf-grad"
+WRITE_POINTS = ["between-files", "staged", "before-rename", "after-rename"]
 
 
 def _config(inputs, tmp_path, name):
@@ -31,39 +32,40 @@ def _config(inputs, tmp_path, name):
     return write_config(cfg, tmp_path / f"{name}.yaml")
 
 
-def test_two_processes_killed_inside_a_checkpoint_write_resume_bit_identical(inputs, tmp_path):
-    point = random.Random("two-process").choice(["between-files", "staged", "before-rename", "after-rename"])
-    straight = torchrun("sft", _config(inputs, tmp_path, "straight"), faults=SKIPPED)
+def _kill_inside_a_write_then_resume(recipe, straight_config, config, tmp_path, point, faults=""):
+    """Two-process runs of `recipe`: one straight, one killed inside its second checkpoint write at `point`
+    and resumed; the resumed one must end bit-identical. `faults` are armed in every launch. Returns the
+    straight launch."""
+    straight = torchrun(recipe.command, straight_config, faults=faults)
     assert straight.returncode == 0, straight.stderr[-3000:]
-    assert straight.stderr.count("step 3: non-finite loss, update skipped") == 2  # each rank skips it
-    config = _config(inputs, tmp_path, "run")
-    killed = torchrun("sft", config, faults=f"{SKIPPED},checkpoint/{point}@2=kill")
+    kill = f"checkpoint/{point}@2=kill"
+    killed = torchrun(recipe.command, config, faults=f"{faults},{kill}" if faults else kill)
     assert killed.returncode != 0
     expected = 2 * SAVE_EVERY if point == "after-rename" else SAVE_EVERY
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").meta["step"] == expected, point
-    resumed = torchrun("sft", config, "--resume", faults=SKIPPED)
+    resumed = torchrun(recipe.command, config, "--resume", faults=faults)
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
-    assert_same_weights(SFT, tmp_path / "straight", tmp_path / "run")
+    assert_same_weights(recipe, tmp_path / "straight", tmp_path / "run")
+    return straight
+
+
+def test_two_processes_killed_inside_a_checkpoint_write_resume_bit_identical(inputs, tmp_path):
+    point = random.Random("two-process").choice(WRITE_POINTS)
+    straight_config, config = _config(inputs, tmp_path, "straight"), _config(inputs, tmp_path, "run")
+    straight = _kill_inside_a_write_then_resume(SFT, straight_config, config, tmp_path, point, SKIPPED)
+    assert straight.stderr.count("step 3: non-finite loss, update skipped") == 2  # each rank skips it
 
 
 @pytest.mark.parametrize("recipe", OTHERS, ids=[r.command for r in OTHERS])
 def test_every_recipe_killed_inside_a_checkpoint_write_in_two_processes_resumes_bit_identical(
     recipe, inputs, tmp_path
 ):
-    point = random.Random(recipe.command).choice(["between-files", "staged", "before-rename", "after-rename"])
-    configs = {}
-    for name in ("straight", "run"):
-        cfg = recipe.config(inputs, tmp_path / name, "train.max_steps=6")
-        configs[name] = write_config(cfg, tmp_path / f"{name}.yaml")
-    straight = torchrun(recipe.command, configs["straight"])
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    killed = torchrun(recipe.command, configs["run"], faults=f"checkpoint/{point}@2=kill")
-    assert killed.returncode != 0
-    expected = 2 * SAVE_EVERY if point == "after-rename" else SAVE_EVERY
-    assert latest_checkpoint(tmp_path / "run" / "checkpoints").meta["step"] == expected, point
-    resumed = torchrun(recipe.command, configs["run"], "--resume")
-    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
-    assert_same_weights(recipe, tmp_path / "straight", tmp_path / "run")
+    configs = [
+        write_config(recipe.config(inputs, tmp_path / name, "train.max_steps=6"), tmp_path / f"{name}.yaml")
+        for name in ("straight", "run")
+    ]
+    point = random.Random(recipe.command).choice(WRITE_POINTS)
+    _kill_inside_a_write_then_resume(recipe, *configs, tmp_path, point)
 
 
 @pytest.mark.parametrize("recipe", ONLINE, ids=[r.command for r in ONLINE])

@@ -91,7 +91,7 @@ def _check_paths(cfg: SelectConfig) -> None:
     paths = [(f"pool.{i}.path", source.path) for i, source in enumerate(cfg.pool)]
     if cfg.selection.method != "random":
         paths += [(f"queries.{i}.path", query.path) for i, query in enumerate(cfg.queries)]
-        paths += [("model.path", cfg.model.path)] if cfg.model.path else []
+        paths.append(("model.path", cfg.model.path))
     for field_name, path in paths:
         if path and not Path(path).exists():
             raise ConfigError(f"{field_name}: no such file or directory: {path}")
